@@ -1,0 +1,1 @@
+"""Pure types and rules: no FastAPI, SQLAlchemy or aiohttp imports here."""
