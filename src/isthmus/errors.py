@@ -29,7 +29,7 @@ from typing import ClassVar
 
 @dataclass(frozen=True)
 class FieldError:
-    """One problem with one input field; ``field`` is a dotted path such as ``config.apiEndpoint``."""
+    """One problem with one input field; ``field`` is a dotted path (``config.apiEndpoint``)."""
 
     field: str
     message: str

@@ -1,0 +1,41 @@
+"""/api/v1/audit: read only; there is no route that changes or deletes an audit row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from isthmus.api.deps import Admin, HubDep
+from isthmus.api.schemas import AuditOut, PageOut
+from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.errors import InvalidInput
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+
+@router.get("", summary="Read the audit log, newest first")
+async def audit(
+    hub: HubDep,
+    actor: Admin,
+    resource: Annotated[str | None, Query(description="A type (`integration`) or type/id.")] = None,
+    action: Annotated[str | None, Query(examples=["integration.update"])] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> PageOut[AuditOut]:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput.field(name, "needs a time zone, e.g. 2026-01-31T12:00:00Z")
+    page = await hub.audit.query(
+        actor.tenant_id,
+        resource=resource,
+        action=action,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
+    return PageOut(data=[AuditOut.of(e) for e in page.items], next_cursor=page.next_cursor)

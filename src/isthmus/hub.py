@@ -1,0 +1,55 @@
+"""The hub: every long-lived object, built once from the settings and handed to the API,
+the CLI and (later) the workers. Nothing else constructs stores, vaults or clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from limits.aio.storage import Storage
+
+from isthmus.config import Settings
+from isthmus.connectors.catalog import Catalog, load_catalog
+from isthmus.ratelimit_storage import close_storage, make_storage
+from isthmus.services.access import AccessService
+from isthmus.services.audit import AuditService
+from isthmus.services.integrations import IntegrationService
+from isthmus.services.master_keys import MasterKeyService
+from isthmus.store.db import Store, make_engine
+from isthmus.vault import Vault
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    store: Store
+    vault: Vault
+    catalog: Catalog
+    access: AccessService
+    audit: AuditService
+    integrations: IntegrationService
+    master_keys: MasterKeyService
+    limiter_storage: Storage
+
+    @classmethod
+    def build(cls, settings: Settings) -> Hub:
+        if settings.is_sqlite and settings.database_url is None:
+            settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = Store(make_engine(settings.resolved_database_url))
+        master_keys = MasterKeyService(store, settings)
+        vault = Vault(master_keys.keys())
+        catalog = load_catalog()
+        return cls(
+            settings=settings,
+            store=store,
+            vault=vault,
+            catalog=catalog,
+            access=AccessService(store),
+            audit=AuditService(store),
+            integrations=IntegrationService(store, vault, catalog),
+            master_keys=master_keys,
+            limiter_storage=make_storage(settings.redis_url),
+        )
+
+    async def close(self) -> None:
+        await close_storage(self.limiter_storage)
+        await self.store.close()
