@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import os
+import secrets as _secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import asyncpg
+import httpx
 import pytest
+
+from isthmus.api.app import create_app
+from isthmus.config import Settings, load_settings
+from isthmus.hub import Hub
+from isthmus.services.access import IssuedKey
+from isthmus.store import migrate
 
 
 @pytest.fixture
@@ -21,3 +32,92 @@ def redis_url() -> str:
             pytest.fail(f"{reason}; CI must run the Redis tests")
         pytest.skip(reason)
     return url
+
+
+# -- the store on both databases, and the app over it --------------------------------------
+
+
+def _need(env: str, example: str) -> str:
+    url = os.environ.get(env)
+    if not url:
+        reason = f"{env} is not set (e.g. {example})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run these tests")
+        pytest.skip(reason)
+    return url
+
+
+def postgres_admin_url() -> str:
+    """``ISTHMUS_TEST_DATABASE_URL``: a PostgreSQL database the tests may create others from."""
+    return _need("ISTHMUS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def create_postgres_database() -> tuple[str, str]:
+    """A fresh, empty database for one test: (its URL, its name)."""
+    admin = postgres_admin_url()
+    name = f"isthmus_t_{_secrets.token_hex(6)}"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin.rsplit("/", 1)[0] + f"/{name}", name
+
+
+async def drop_postgres_database(name: str) -> None:
+    conn = await asyncpg.connect(postgres_admin_url())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The store's URL: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'isthmus.db'}"
+        return
+    url, name = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(name)
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return load_settings(home=tmp_path / "home", database_url=db_url)
+
+
+@pytest.fixture
+async def hub(settings: Settings) -> AsyncIterator[Hub]:
+    built = Hub.build(settings)
+    await migrate.upgrade(built.store)
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+@pytest.fixture
+async def admin_key(hub: Hub) -> IssuedKey:
+    """The admin key of tenant ``default``, as the first ``serve`` makes it."""
+    issued = await hub.access.bootstrap()
+    assert issued is not None
+    return issued
+
+
+@pytest.fixture
+async def client(hub: Hub, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An unauthenticated client of the real app, in process."""
+    transport = httpx.ASGITransport(app=create_app(settings, hub), client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+async def api(client: httpx.AsyncClient, admin_key: IssuedKey) -> httpx.AsyncClient:
+    """The same client, sending the admin key."""
+    client.headers["Authorization"] = f"Bearer {admin_key.secret}"
+    return client
