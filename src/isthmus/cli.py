@@ -24,7 +24,7 @@ from isthmus.hub import Hub
 from isthmus.services.transfer import export_integrations, import_integrations
 from isthmus.store import migrate as migrations
 from isthmus.store.types import utcnow
-from isthmus.vault import generate_master_key
+from isthmus.vault import MasterKey, generate_master_key
 
 app = typer.Typer(
     help="isthmus: a self-hosted integration hub.",
@@ -282,17 +282,14 @@ def master_status(ctx: typer.Context) -> None:
     """Show the master keys and how many secrets each one encrypts."""
 
     async def run() -> None:
-        settings = _settings(ctx)
-        usage = await _with_hub(settings, lambda hub: hub.master_keys.usage())
-        hub_keys = Hub.build(settings)
-        try:
-            keys = hub_keys.master_keys.keys()
-        finally:
-            await hub_keys.close()
+        async def work(hub: Hub) -> tuple[list[MasterKey], dict[str, int]]:
+            return hub.master_keys.keys(), await hub.master_keys.usage()
+
+        keys, usage = await _with_hub(_settings(ctx), work)
         for i, key in enumerate(keys):
             newest = "  (newest: encrypts)" if i == len(keys) - 1 else ""
             typer.echo(f"{key.id}\t{usage.get(key.id, 0)} secrets{newest}")
-        for key_id in set(usage) - {k.id for k in keys}:
+        for key_id in sorted(set(usage) - {k.id for k in keys}):
             typer.echo(f"{key_id}\t{usage[key_id]} secrets  (MISSING: cannot decrypt these)")
 
     command(run)()
@@ -404,8 +401,8 @@ def integrations_import(
 
         result = await _with_hub(_settings(ctx), work)
         typer.echo(f"created {len(result.created)}, updated {len(result.updated)}")
-        for errors in result.created:
-            typer.echo(f"  + {errors}")
+        for name in result.created:
+            typer.echo(f"  + {name}")
         for name in result.updated:
             typer.echo(f"  ~ {name}")
 

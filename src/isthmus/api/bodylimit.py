@@ -8,10 +8,9 @@ instead, so no handler ever sees a truncated body as a complete one.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from isthmus.api.problems import problem
 from isthmus.errors import PayloadTooLarge
 
 
@@ -30,7 +29,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _refuse(send, self.max_bytes)
+            await _refuse(scope, receive, send, self.max_bytes)
             return
         await _Guard(self.app, self.max_bytes, receive, send).run(scope)
 
@@ -54,7 +53,7 @@ class _Guard:
             if not self.exceeded or self.response_started:
                 raise
         if self.exceeded and not self.response_started:
-            await _refuse(self.inner_send, self.max_bytes)
+            await _refuse(scope, self.inner_receive, self.inner_send, self.max_bytes)
 
     async def receive(self) -> Message:
         if self.exceeded:
@@ -81,28 +80,11 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
 
 
-async def _refuse(send: Send, max_bytes: int) -> None:
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": PayloadTooLarge.title,
-            "status": 413,
-            "detail": _too_large(max_bytes).message,
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                # The unread rest of the body would otherwise be parsed as the next request.
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+    error = _too_large(max_bytes)
+    # The unread rest of the body would otherwise be parsed as the next request.
+    response = problem(413, error.title, error.message, headers={"Connection": "close"})
+    await response(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -73,14 +73,27 @@ async def _isthmus_error(_: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.warning("request failed: %s: %s", type(exc).__name__, exc.message)
     headers: dict[str, str] = {}
-    extra: dict[str, Any] = {}
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after)
-        extra = {"statusCode": 429, "message": exc.title, "retryAfter": exc.retry_after}
+        return rate_limited(exc.message, exc.retry_after)
     errors = exc.errors if isinstance(exc, InvalidInput) else None
-    return problem(status, exc.title, exc.message, errors=errors, headers=headers, **extra)
+    return problem(status, exc.title, exc.message, errors=errors, headers=headers)
+
+
+def rate_limited(
+    detail: str, retry_after: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """429 in the problem shape, plus the members clients of the seed systems read."""
+    return problem(
+        429,
+        RateLimited.title,
+        detail,
+        headers={**(headers or {}), "Retry-After": str(retry_after)},
+        statusCode=429,
+        message=RateLimited.title,
+        retryAfter=retry_after,
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -21,7 +21,6 @@ through unlimited: the limiter guards capacity, it must not take the API down wi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -36,8 +35,8 @@ from limits.util import WindowStats
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from isthmus.api.problems import rate_limited
 from isthmus.domain.auth import hash_key
-from isthmus.errors import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class RateLimitMiddleware:
         headers = _headers(shown.item, stats[shown], now)
         if denied:
             retry_after = max(_seconds_until(stats[b].reset_time, now) for b in denied)
-            await _too_many(send, denied, max(1, retry_after), headers)
+            await _too_many(scope, receive, send, denied, max(1, retry_after), headers)
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -217,33 +216,13 @@ def _headers(item: RateLimitItem, stats: WindowStats, now: float) -> list[tuple[
 
 
 async def _too_many(
+    scope: Scope,
+    receive: Receive,
     send: Send,
     denied: list[_Bucket],
     retry_after: int,
     headers: list[tuple[bytes, bytes]],
 ) -> None:
     detail = "; ".join(b.describe() for b in denied)
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": RateLimited.title,
-            "status": 429,
-            "detail": detail,
-            "statusCode": 429,
-            "message": RateLimited.title,
-            "retryAfter": retry_after,
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    extra = {k.decode(): v.decode() for k, v in headers}
+    await rate_limited(detail, retry_after, extra)(scope, receive, send)
