@@ -8,13 +8,15 @@ environment at import time.
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from limits import parse as parse_limit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -54,6 +56,23 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `isthmus serve` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `isthmus serve` binds.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    # NoDecode: the environment gives "127.0.0.0/8,10.0.0.0/8", not the JSON list
+    # pydantic-settings would otherwise insist on; _split_networks parses it.
+    outbound_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated networks outbound calls may reach although they are not "
+        "public, e.g. 127.0.0.0/8,10.0.0.0/8; empty (the default) blocks every non-global "
+        "address.",
+    )
+    outbound_connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds for one outbound connect (TCP and TLS handshake)."
+    )
+    outbound_timeout: float = Field(
+        10.0, gt=0, description="Seconds for a whole outbound call, body included."
+    )
+    outbound_max_response_bytes: int = Field(
+        1024 * 1024, gt=0, description="Outbound response body cap, after decompression."
+    )
 
     @field_validator("rate_limit", "rate_limit_ip")
     @classmethod
@@ -76,6 +95,23 @@ class Settings(BaseSettings):
         if value.lower() not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be debug, info, warning or error")
         return value.lower()
+
+    @field_validator("outbound_allowlist", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
+
+    @field_validator("outbound_allowlist")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        return [str(_network(item.strip())) for item in value]
+
+    @property
+    def outbound_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """The allowlist as parsed networks."""
+        return tuple(_network(item) for item in self.outbound_allowlist)
 
     @classmethod
     def settings_customise_sources(
@@ -114,6 +150,19 @@ def _parse(value: str) -> None:
         parse_limit(value)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a rate limit such as '100/minute'") from exc
+
+
+def _network(value: str) -> IPv4Network | IPv6Network:
+    try:
+        return ip_network(value)
+    except ValueError:
+        pass
+    try:
+        loose = ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network such as 10.0.0.0/8 or fd00::/8") from None
+    # Widening 10.0.0.1/8 silently would open more than the operator may have meant.
+    raise ValueError(f"{value!r} has host bits set; did you mean {loose}?")
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -18,7 +18,27 @@ of its class (``retryable``), never re-derived from status codes downstream::
     │   ├── DecryptionFailed    ciphertext does not open for this row (or the key is gone)
     │   └── MasterKeyError      master keys missing, malformed, or unusable
     ├── StoreUnavailable        the database cannot be reached (retryable)
-    └── ConfigError             settings that cannot work together
+    ├── ConfigError             settings that cannot work together
+    └── OutboundError           an outbound HTTP call failed (isthmus.http); error_class names it
+        ├── InvalidURL              not an absolute http(s) URL                 invalid_url
+        ├── BlockedAddress          destination not public (SSRF guard)         blocked
+        ├── TransportError          no complete response came back
+        │   ├── DNSFailure          the name does not resolve (retryable)       dns
+        │   ├── ConnectionRefused   nothing listens there (retryable)           refused
+        │   ├── OutboundTimeout     connect or total timeout (retryable)        timeout
+        │   ├── TLSFailure          handshake or certificate failed             tls
+        │   └── NetworkError        reset, disconnect, broken reply (retryable) network
+        ├── ResponseTooLarge        body over the response cap                  too_large
+        └── UpstreamStatusError     a non-2xx answer, from raise_for_status()   http_status
+            ├── UpstreamRedirected  3xx: redirects are never followed
+            ├── UpstreamAuthError   401, 403
+            ├── UpstreamNotFound    404
+            ├── UpstreamRateLimited 429; retry_after seconds (retryable)
+            ├── UpstreamUnavailable 5xx; retry_after when sent (retryable)
+            └── UpstreamRejected    any other 4xx; carries the body's message
+
+The upstream classes are deliberately not AuthError, NotFound or RateLimited: those describe
+the hub's own caller (the API answers them with 401/404/429), an upstream's answer does not.
 """
 
 from __future__ import annotations
@@ -114,3 +134,128 @@ class StoreUnavailable(IsthmusError):
 
 class ConfigError(IsthmusError):
     title = "Configuration error"
+
+
+# -- outbound HTTP (isthmus.http) ----------------------------------------------------------
+
+
+class OutboundError(IsthmusError):
+    """An outbound HTTP call failed.
+
+    ``error_class`` is the short, stable name delivery and request logs record; ``url`` is the
+    target with its secrets redacted (safe to log and to show).
+    """
+
+    title = "Outbound request failed"
+    error_class: ClassVar[str] = "network"
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class InvalidURL(OutboundError):
+    title = "Invalid URL"
+    error_class = "invalid_url"
+
+
+class BlockedAddress(OutboundError):
+    """The destination is not a public address and no allowlisted network holds it."""
+
+    title = "Blocked address"
+    error_class = "blocked"
+
+
+class TransportError(OutboundError):
+    """No complete response came back; nothing is known about what the upstream did."""
+
+    title = "Upstream unreachable"
+
+
+class DNSFailure(TransportError):
+    retryable = True
+    title = "DNS resolution failed"
+    error_class = "dns"
+
+
+class ConnectionRefused(TransportError):
+    retryable = True
+    title = "Connection refused"
+    error_class = "refused"
+
+
+class OutboundTimeout(TransportError):
+    retryable = True
+    title = "Upstream timed out"
+    error_class = "timeout"
+
+
+class TLSFailure(TransportError):
+    title = "TLS error"
+    error_class = "tls"
+
+
+class NetworkError(TransportError):
+    retryable = True
+    title = "Network error"
+    error_class = "network"
+
+
+class ResponseTooLarge(OutboundError):
+    title = "Response too large"
+    error_class = "too_large"
+
+    def __init__(self, message: str, *, limit: int, url: str | None = None) -> None:
+        super().__init__(message, url=url)
+        self.limit = limit
+
+
+class UpstreamStatusError(OutboundError):
+    """The upstream answered with a status the caller treats as failure.
+
+    ``upstream_message`` is the message found in a JSON error body, if any; ``retry_after`` is
+    the clamped Retry-After in seconds where the status gives one meaning (429, 5xx).
+    """
+
+    title = "Upstream error"
+    error_class = "http_status"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        url: str | None = None,
+        upstream_message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+        self.upstream_message = upstream_message
+        self.retry_after = retry_after
+
+
+class UpstreamRedirected(UpstreamStatusError):
+    title = "Upstream redirected"
+
+
+class UpstreamAuthError(UpstreamStatusError):
+    title = "Upstream refused the credentials"
+
+
+class UpstreamNotFound(UpstreamStatusError):
+    title = "Not found upstream"
+
+
+class UpstreamRateLimited(UpstreamStatusError):
+    retryable = True
+    title = "Rate limited upstream"
+
+
+class UpstreamUnavailable(UpstreamStatusError):
+    retryable = True
+    title = "Upstream unavailable"
+
+
+class UpstreamRejected(UpstreamStatusError):
+    title = "Upstream rejected the request"

@@ -11,13 +11,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from isthmus.errors import (
+    BlockedAddress,
     Conflict,
     DecryptionFailed,
     FieldError,
     Forbidden,
     InvalidInput,
+    InvalidURL,
     IsthmusError,
     NotFound,
+    OutboundError,
+    OutboundTimeout,
     PayloadTooLarge,
     RateLimited,
     StoreUnavailable,
@@ -38,6 +42,11 @@ _STATUS: list[tuple[type[IsthmusError], int]] = [
     (RateLimited, 429),
     (StoreUnavailable, 503),
     (DecryptionFailed, 500),
+    # A URL the hub refuses to call is the caller's input; a failed call is a bad gateway.
+    (InvalidURL, 422),
+    (BlockedAddress, 422),
+    (OutboundTimeout, 504),
+    (OutboundError, 502),
 ]
 
 
@@ -114,6 +123,9 @@ def _message(error: Any) -> str:
         return "is not a known field"
     if kind == "missing":
         return "is required"
+    if tuple(error.get("loc", ())) == ("body",):
+        # Not an object: a JSON array or scalar, or a body not sent as JSON (curl -d).
+        return "must be a JSON object, sent with Content-Type: application/json"
     return str(error.get("msg", "is invalid"))
 
 

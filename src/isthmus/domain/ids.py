@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_RANDOM_BITS = 80
+_lock = threading.Lock()
+_last = 0
 
 
 def new_id(prefix: str) -> str:
-    """``int_01jd3k...``: 48-bit millisecond time then 80 random bits, 26 characters."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    """``int_01jd3k...``: 48-bit millisecond time then 80 random bits, 26 characters.
+
+    Within one millisecond the next id is the last one plus one, so ids made by one process
+    keep their creation order even when the clock has not moved (an audit trail relies on it).
+    """
+    global _last
+    with _lock:
+        value = (time.time_ns() // 1_000_000) << _RANDOM_BITS | int.from_bytes(
+            os.urandom(10), "big"
+        )
+        if value >> _RANDOM_BITS == _last >> _RANDOM_BITS and value <= _last:
+            value = _last + 1
+        _last = value
     chars = []
     for _ in range(26):
         value, rem = divmod(value, 32)
