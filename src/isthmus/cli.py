@@ -56,16 +56,28 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async command; isthmus errors become one line on stderr and exit code 1."""
+    """Run an async command; isthmus errors become a message on stderr and exit code 1."""
 
     @wraps(fn)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
             asyncio.run(fn(*args, **kwargs))
         except IsthmusError as exc:
-            raise _fail(exc.message) from None
+            raise _fail(_describe(exc)) from None
 
     return run
+
+
+def _describe(exc: IsthmusError) -> str:
+    """The message, then one line per field error it does not already say."""
+    lines = [exc.message]
+    if isinstance(exc, InvalidInput):
+        lines += [
+            f"  {e.field}: {e.message}"
+            for e in exc.errors
+            if f"{e.field}: {e.message}" not in exc.message
+        ]
+    return "\n".join(lines)
 
 
 async def _with_hub(settings: Settings, work: Callable[[Hub], Awaitable[T]]) -> T:
@@ -373,6 +385,7 @@ def integrations_export(
             sys.stdout.write(text)
             return
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # the mode above is only for a new file; an old one may be 0644
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         typer.echo(f"wrote {output}", err=True)

@@ -15,7 +15,7 @@ from isthmus.services.audit import AuditService
 from isthmus.services.integrations import IntegrationService
 from isthmus.services.master_keys import MasterKeyService
 from isthmus.store.db import Store, make_engine
-from isthmus.vault import Vault
+from isthmus.vault import KeyFile, Vault
 
 
 @dataclass
@@ -36,7 +36,8 @@ class Hub:
             settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         store = Store(make_engine(settings.resolved_database_url))
         master_keys = MasterKeyService(store, settings)
-        vault = Vault(master_keys.keys())
+        reload = None if master_keys.from_env else KeyFile(settings.home).load
+        vault = Vault(master_keys.keys(), reload=reload)
         catalog = load_catalog()
         return cls(
             settings=settings,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,28 +84,65 @@ class KeyFile:
 
     def load_or_create(self) -> list[MasterKey]:
         if not self.path.exists():
-            self.write([generate_master_key()])
+            # Of processes starting at once on a new data dir, one file wins; all read it.
+            self.write([generate_master_key()], exclusive=True)
+        return self.load()
+
+    def load(self) -> list[MasterKey]:
         return parse_master_keys(self.path.read_text())
 
-    def write(self, keys: Sequence[MasterKey]) -> None:
+    def write(self, keys: Sequence[MasterKey], *, exclusive: bool = False) -> None:
+        """Replace the file at once (never half written); ``exclusive``: only if there is none."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
         # Created 0600 from the start: the key is never readable by others, not even briefly.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("# isthmus master keys, newest last. Keep this file secret.\n")
-            fh.writelines(k.encode() + "\n" for k in keys)
-        os.replace(tmp, self.path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write("# isthmus master keys, newest last. Keep this file secret.\n")
+                fh.writelines(k.encode() + "\n" for k in keys)
+            if exclusive:
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, self.path)
+            else:
+                os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class Vault:
-    """Seals and opens secrets; the last key given is the one that encrypts."""
+    """Seals and opens secrets; the last key given is the one that encrypts.
 
-    def __init__(self, keys: Sequence[MasterKey]) -> None:
+    ``reload`` (given when the keys come from the key file) is asked for the keys again when
+    a secret names a key this vault does not know: ``isthmus master-key rotate`` run beside a
+    live server adds its key to the file, and the server must go on reading what it rotated.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[MasterKey],
+        *,
+        reload: Callable[[], Sequence[MasterKey]] | None = None,
+    ) -> None:
+        self._reload = reload
+        self._use(keys)
+
+    def _use(self, keys: Sequence[MasterKey]) -> None:
         if not keys:
             raise MasterKeyError("the vault needs at least one master key")
         self._keys = {k.id: AESGCM(k.key) for k in keys}
         self.key_ids: tuple[str, ...] = tuple(k.id for k in keys)
+
+    def _reloaded(self, key_id: str) -> AESGCM | None:
+        if self._reload is None:
+            return None
+        try:
+            keys = self._reload()
+        except (OSError, MasterKeyError):
+            return None  # an unreadable file must not cost the keys already held
+        if any(k.id == key_id for k in keys):
+            self._use(keys)
+        return self._keys.get(key_id)
 
     @property
     def newest_key_id(self) -> str:
@@ -117,7 +155,7 @@ class Vault:
         return Sealed(key_id, nonce, ciphertext)
 
     def open(self, sealed: Sealed, aad: str) -> str:
-        aead = self._keys.get(sealed.key_id)
+        aead = self._keys.get(sealed.key_id) or self._reloaded(sealed.key_id)
         if aead is None:
             raise DecryptionFailed(
                 f"secret was encrypted with master key {sealed.key_id!r}, which is not "

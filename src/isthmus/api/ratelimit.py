@@ -26,7 +26,9 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import fastapi.routing
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -158,12 +160,19 @@ def _routes_of(app: object) -> Sequence[BaseRoute]:
     return routes if isinstance(routes, Sequence) else ()
 
 
+def _flat(routes: Sequence[BaseRoute]) -> Sequence[Any]:
+    """The routes as matched: newer FastAPI keeps an included router as one opaque route,
+    and ``iter_route_contexts`` unfolds it into its routes (with their full paths)."""
+    unfold = getattr(fastapi.routing, "iter_route_contexts", None)
+    return list(unfold(routes)) if unfold is not None else routes
+
+
 def _match_template(routes: Sequence[BaseRoute], scope: Scope, prefix: str = "") -> str | None:
-    for route in routes:
+    for route in _flat(routes):
         match, child_scope = route.matches(scope)
         if match is not Match.FULL:
             continue
-        if isinstance(route, Mount):
+        if isinstance(getattr(route, "original_route", route), Mount):
             return _match_template(route.routes, {**scope, **child_scope}, prefix + route.path)
         path = getattr(route, "path", None)
         return prefix + path if isinstance(path, str) else None

@@ -22,6 +22,6 @@ def decode_cursor(cursor: str | None) -> str | None:
         value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidInput.field("cursor", "is not a cursor this API returned") from exc
-    if "_" not in value:
+    if "_" not in value or not value.isprintable():
         raise InvalidInput.field("cursor", "is not a cursor this API returned")
     return value

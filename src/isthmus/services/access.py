@@ -17,7 +17,7 @@ from isthmus.domain.auth import (
 )
 from isthmus.domain.ids import new_id
 from isthmus.domain.records import ApiKey, Tenant
-from isthmus.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from isthmus.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from isthmus.services.audit import record
 from isthmus.store import api_keys, tenants
 from isthmus.store.db import Store
@@ -61,7 +61,10 @@ class AccessService:
         async with self.store.transaction() as conn:
             if await tenants.by_name(conn, DEFAULT_TENANT) is not None:
                 return None
-            tenant = await tenants.create(conn, DEFAULT_TENANT)
+            try:
+                tenant = await tenants.create(conn, DEFAULT_TENANT)
+            except Conflict:
+                return None  # another process, starting beside this one, made it first
             return await self._issue(
                 conn, Actor(tenant.id, "system"), "bootstrap admin", (Scope.ADMIN,), None
             )

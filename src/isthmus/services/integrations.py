@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from isthmus.connectors.catalog import Catalog, ProviderSpec, validate_integration
+from isthmus.connectors.catalog import Catalog, validate_integration
 from isthmus.domain.auth import Actor
 from isthmus.domain.ids import new_id
 from isthmus.domain.integrations import (
@@ -60,20 +60,16 @@ class IntegrationService:
     def secret_box(self, tenant_id: str, integration_id: str) -> SecretBox:
         return SecretBox(self.vault, tenant_id, owner_of(integration_id))
 
-    def _mask(self, spec: ProviderSpec | None, values: dict[str, str]) -> dict[str, str]:
-        secret = spec.secret_fields() if spec else set(values)
-        return {k: mask_secret(v) if k in secret else v for k, v in sorted(values.items())}
-
-    def _spec(self, provider: str) -> ProviderSpec | None:
-        try:
-            return self.catalog.get(provider)
-        except InvalidInput:
-            return None
+    @staticmethod
+    def _mask(values: dict[str, str]) -> dict[str, str]:
+        # Every credential field is masked, usernames and client ids too: the issue asks for
+        # masking "in every response", and a UI only needs to know that a value is set.
+        return {k: mask_secret(v) for k, v in sorted(values.items())}
 
     async def _view(self, conn: AsyncConnection, integration: Integration) -> IntegrationView:
         box = self.secret_box(integration.tenant_id, integration.id)
         opened, failed = await box.read_lenient(conn)
-        masked = self._mask(self._spec(integration.provider), opened)
+        masked = self._mask(opened)
         masked.update({k: FULL_MASK for k in failed})
         return IntegrationView(integration, masked, failed)
 
@@ -195,7 +191,7 @@ class IntegrationService:
             "type": str(integration.type),
             "enabled": enabled,
             "config": config,
-            "credentials": self._mask(spec, credentials),
+            "credentials": self._mask(credentials),
         }
         await record(conn, actor, "integration.create", RESOURCE, integration.id, diff)
         return integration
@@ -228,8 +224,22 @@ class IntegrationService:
 
         if "config" in new_values or cred_changes:
             # Only what is touched must be complete; a rename never asks for secrets again.
-            stored = await box.read(conn)
-            merged = {k: v for k, v in {**stored, **cred_changes}.items() if v is not None}
+            # A credential that no longer decrypts still counts as set, so the way out of that
+            # error, replacing it (or changing something else meanwhile), stays open.
+            stored, unreadable = await box.read_lenient(conn)
+            present = {**stored, **dict.fromkeys(unreadable, FULL_MASK)}
+            # Removing a credential that is not there changes nothing (and is not audited);
+            # removing one the provider does not take is refused, as setting it would be.
+            cred_changes = {
+                k: v
+                for k, v in cred_changes.items()
+                if v is not None or k in present or spec.credential(k) is None
+            }
+            merged = {
+                k: v
+                for k, v in {**present, **cred_changes}.items()
+                if v is not None or spec.credential(k) is None
+            }
             new_values["config"] = validate_integration(
                 spec,
                 new_values.get("config", current.config),
@@ -237,25 +247,28 @@ class IntegrationService:
                 require_credentials=require_credentials,
             )
         else:
-            stored = {}
+            stored, unreadable = {}, {}
 
         if "enabled" in new_values and new_values["enabled"] != current.enabled:
             new_values["status"] = self._status_for(current, new_values["enabled"])
-        updated = replace(current, **new_values, updated_at=utcnow())
+        updated = replace(current, **new_values)
         diff = {
             k: {"from": _plain(getattr(current, k)), "to": _plain(getattr(updated, k))}
             for k in (*_EDITABLE, "status")
             if getattr(current, k) != getattr(updated, k)
         }
-        if diff:
+        if diff or cred_changes:
+            # Only a real change moves updated_at; the answer must match what is stored.
+            updated = replace(updated, updated_at=utcnow())
             await repo.update(conn, updated)
+        if diff:
             await record(conn, actor, "integration.update", RESOURCE, current.id, diff)
 
         if cred_changes:
             await box.write(conn, {k: v for k, v in cred_changes.items() if v is not None})
             await box.remove(conn, [k for k, v in cred_changes.items() if v is None])
-            masked_before = self._mask(spec, stored)
-            masked_after = self._mask(spec, {k: v for k, v in cred_changes.items() if v})
+            masked_before = {**self._mask(stored), **dict.fromkeys(unreadable, FULL_MASK)}
+            masked_after = self._mask({k: v for k, v in cred_changes.items() if v})
             cred_diff = {
                 k: {"from": masked_before.get(k), "to": masked_after.get(k)} for k in cred_changes
             }

@@ -8,11 +8,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from isthmus.store.db import Store
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The advisory lock that serializes migrations on PostgreSQL (any constant of our own).
+_LOCK_KEY = 0x15_7A_05
 
 
 def _config(conn: Connection | None = None) -> Config:
@@ -34,6 +36,10 @@ async def upgrade(store: Store) -> None:
         command.upgrade(_config(conn), "head")
 
     async with store.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Processes started together on one database: one migrates, the others wait for
+            # its commit and find nothing left to do. (SQLite's BEGIN IMMEDIATE does the same.)
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         await conn.run_sync(run)
 
 

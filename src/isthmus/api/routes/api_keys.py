@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from isthmus.api.deps import Admin, HubDep
+from isthmus.api.deps import Admin, HubDep, utc_instant
 from isthmus.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, PageOut
-from isthmus.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/api-keys", tags=["api keys"])
 
@@ -19,9 +18,8 @@ async def list_keys(hub: HubDep, actor: Admin) -> PageOut[ApiKeyOut]:
 
 @router.post("", status_code=201, summary="Create an API key (shown once)")
 async def create_key(body: ApiKeyCreate, hub: HubDep, actor: Admin) -> ApiKeyCreated:
-    if body.expires_at is not None and body.expires_at.tzinfo is None:
-        raise InvalidInput.field("expiresAt", "needs a time zone, e.g. 2026-01-31T12:00:00Z")
-    issued = await hub.access.create_key(actor, body.name, body.scopes, body.expires_at)
+    expires_at = utc_instant("expiresAt", body.expires_at)
+    issued = await hub.access.create_key(actor, body.name, body.scopes, expires_at)
     return ApiKeyCreated(**ApiKeyOut.of(issued.key).model_dump(), key=issued.secret)
 
 

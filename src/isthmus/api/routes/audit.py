@@ -7,10 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from isthmus.api.deps import Admin, HubDep
+from isthmus.api.deps import Admin, HubDep, utc_instant
 from isthmus.api.schemas import AuditOut, PageOut
 from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from isthmus.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -26,15 +25,12 @@ async def audit(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> PageOut[AuditOut]:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidInput.field(name, "needs a time zone, e.g. 2026-01-31T12:00:00Z")
     page = await hub.audit.query(
         actor.tenant_id,
         resource=resource,
         action=action,
-        since=since,
-        until=until,
+        since=utc_instant("since", since),
+        until=utc_instant("until", until),
         cursor=cursor,
         limit=limit,
     )
