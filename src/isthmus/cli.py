@@ -19,7 +19,7 @@ import typer
 from isthmus import __version__
 from isthmus.config import Settings, load_settings
 from isthmus.domain.auth import Actor
-from isthmus.errors import InvalidInput, IsthmusError
+from isthmus.errors import InvalidInput, IsthmusError, NotFound
 from isthmus.hub import Hub
 from isthmus.services.transfer import export_integrations, import_integrations
 from isthmus.store import migrate as migrations
@@ -215,7 +215,13 @@ def _duration(text: str) -> timedelta:
 
 
 async def _actor(hub: Hub, tenant: str) -> Actor:
-    found = await hub.access.tenant_named(tenant)
+    try:
+        found = await hub.access.tenant_named(tenant)
+    except NotFound:
+        hint = " (`isthmus serve` creates it on first start)" if tenant == "default" else ""
+        raise NotFound(
+            f"tenant {tenant!r} does not exist{hint}; `isthmus tenants create {tenant}` makes it"
+        ) from None
     return Actor(found.id, "cli")
 
 

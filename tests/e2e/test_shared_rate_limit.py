@@ -93,14 +93,16 @@ async def test_without_redis_each_process_has_its_own_budget(
 
 
 async def test_processes_started_together_on_a_fresh_store(
-    launcher: Launcher, tmp_path: Path, db_url: str
+    launcher: Launcher, tmp_path: Path, fresh_db_url: str
 ) -> None:
     """A deployment starts its API processes at once on a new store and data dir: one of them
     migrates the store, makes the admin key and the master key; the others wait for it, use
     the same, and serve too."""
     home = tmp_path / "data"
     servers = [
-        launcher.serve(home=home, database_url=db_url, serve_args=["--no-workers"], wait=False)
+        launcher.serve(
+            home=home, database_url=fresh_db_url, serve_args=["--no-workers"], wait=False
+        )
         for _ in range(3)
     ]
     for server in servers:

@@ -105,7 +105,10 @@ def test_every_command_and_subcommand_answers_help(tmp_path: Path) -> None:
 # -- migrate, tenants -------------------------------------------------------------------
 
 
-async def test_migrate_creates_the_store_and_is_idempotent(settings: Settings) -> None:
+async def test_migrate_creates_the_store_and_is_idempotent(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    settings = load_settings(home=tmp_path / "home", database_url=fresh_db_url)
     env = cli_env(settings)
     for _ in range(2):
         assert "store is at migration" in ok(run_cli(["migrate"], env))

@@ -18,7 +18,7 @@ from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
 from isthmus.store import migrate
 from isthmus.store.tables import secrets
-from isthmus.vault import KEY_FILE_NAME, parse_master_keys
+from isthmus.vault import KEY_FILE_NAME, generate_master_key, parse_master_keys
 
 #: They start the real `isthmus` command: `-m "not e2e"` leaves them out of a quick run.
 pytestmark = pytest.mark.e2e
@@ -184,3 +184,12 @@ async def test_rotate_with_keys_from_the_environment(db_url: str, tmp_path: Any)
     # Keys from the environment are pruned there, not by the command; no key file is made.
     assert "remove old keys there instead" in failed(run_cli(["master-key", "prune"], both))
     assert not (home / KEY_FILE_NAME).exists()
+
+
+def test_rotate_with_one_environment_key_says_to_add_one(tmp_path: Any) -> None:
+    key = generate_master_key().encode()
+    env = cli_env(ISTHMUS_HOME=str(tmp_path / "home"), ISTHMUS_MASTER_KEYS=key)
+    result = run_cli(["master-key", "rotate"], env)
+    assert result.returncode == 1
+    assert "holds one key" in result.stderr and "master-key generate" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 
 from isthmus.api.app import create_app
-from isthmus.config import Settings, load_settings
+from isthmus.config import load_settings
 from isthmus.hub import Hub
 from isthmus.store import migrate
 from isthmus.store.tables import metadata
@@ -31,7 +31,8 @@ async def test_upgrade_twice_is_harmless(hub: Hub) -> None:
     assert await migrate.current_revision(hub.store) == migrate.head_revision()
 
 
-async def test_readyz_says_not_ready_until_migrated(settings: Settings) -> None:
+async def test_readyz_says_not_ready_until_migrated(fresh_db_url: str, tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", database_url=fresh_db_url)
     hub = Hub.build(settings)
     try:
         app = create_app(settings, hub)

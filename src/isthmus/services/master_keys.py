@@ -57,6 +57,11 @@ class MasterKeyService:
         """With the key file, a new key is added first; with ``ISTHMUS_MASTER_KEYS`` the newest
         key there must be new already (``isthmus master-key generate`` makes one)."""
         keys = self.keys()
+        if self.from_env and len(keys) < 2:
+            raise MasterKeyError(
+                "ISTHMUS_MASTER_KEYS holds one key: add a new one as its last entry "
+                "(`isthmus master-key generate` makes one), then rotate"
+            )
         if not self.from_env:
             keys = [*keys, generate_master_key()]
             KeyFile(self.settings.home).write(keys)
