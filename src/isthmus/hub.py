@@ -9,6 +9,7 @@ from limits.aio.storage import Storage
 
 from isthmus.config import Settings
 from isthmus.connectors.catalog import Catalog, load_catalog
+from isthmus.http import OutboundHTTP
 from isthmus.ratelimit_storage import close_storage, make_storage
 from isthmus.services.access import AccessService
 from isthmus.services.audit import AuditService
@@ -16,6 +17,8 @@ from isthmus.services.integrations import IntegrationService
 from isthmus.services.master_keys import MasterKeyService
 from isthmus.store.db import Store, make_engine
 from isthmus.vault import KeyFile, Vault
+from isthmus.webhooks.event_types import EventTypeService
+from isthmus.webhooks.subscriptions import SubscriptionService
 
 
 @dataclass
@@ -29,6 +32,10 @@ class Hub:
     integrations: IntegrationService
     master_keys: MasterKeyService
     limiter_storage: Storage
+    # One session for every outbound call of this process (its pool, its SSRF guard).
+    outbound: OutboundHTTP
+    event_types: EventTypeService
+    webhooks: SubscriptionService
 
     @classmethod
     def build(cls, settings: Settings) -> Hub:
@@ -39,6 +46,8 @@ class Hub:
         reload = None if master_keys.from_env else KeyFile(settings.home).load
         vault = Vault(master_keys.keys(), reload=reload)
         catalog = load_catalog()
+        outbound = OutboundHTTP.from_settings(settings)
+        event_types = EventTypeService(store)
         return cls(
             settings=settings,
             store=store,
@@ -49,8 +58,12 @@ class Hub:
             integrations=IntegrationService(store, vault, catalog),
             master_keys=master_keys,
             limiter_storage=make_storage(settings.redis_url),
+            outbound=outbound,
+            event_types=event_types,
+            webhooks=SubscriptionService(store, vault, outbound, event_types),
         )
 
     async def close(self) -> None:
+        await self.outbound.close()
         await close_storage(self.limiter_storage)
         await self.store.close()

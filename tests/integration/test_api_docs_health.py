@@ -8,11 +8,6 @@ import httpx
 import pytest
 from api_support import assert_problem
 
-from isthmus.api.app import create_app
-from isthmus.config import Settings
-from isthmus.hub import Hub
-from isthmus.store import migrate
-
 ROUTES = {
     ("/healthz", "get"),
     ("/readyz", "get"),
@@ -47,27 +42,6 @@ async def test_readyz_when_the_store_is_migrated(client: httpx.AsyncClient) -> N
         "status": "ready",
         "checks": {"store": "ok", "migrations": "current"},
     }
-
-
-async def test_readyz_is_503_until_migrations_run(settings: Settings) -> None:
-    hub = Hub.build(settings)  # a fresh, empty database
-    try:
-        transport = httpx.ASGITransport(app=create_app(settings, hub))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            pending = await c.get("/readyz")
-            alive = await c.get("/healthz")
-            await migrate.upgrade(hub.store)
-            ready = await c.get("/readyz")
-    finally:
-        await hub.close()
-
-    assert pending.status_code == 503
-    assert pending.json() == {
-        "status": "not ready",
-        "checks": {"store": "ok", "migrations": "pending"},
-    }
-    assert alive.status_code == 200
-    assert ready.status_code == 200
 
 
 async def test_unknown_routes_are_problem_404s(client: httpx.AsyncClient) -> None:

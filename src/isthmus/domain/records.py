@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from isthmus.domain.integrations import Health, IntegrationStatus, IntegrationType
+from isthmus.domain.webhooks import SubscriptionStatus
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,42 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class EventType:
+    """A kind of event a tenant publishes; ``name`` (dot notation) is its id in the tenant."""
+
+    tenant_id: str
+    name: str
+    description: str
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class WebhookSubscription:
+    """An endpoint that receives a tenant's events. Its signing secrets live in the vault
+    (owner ``webhook:<id>``), never here; ``retry_schedule`` holds delays in seconds."""
+
+    id: str
+    tenant_id: str
+    name: str
+    url: str
+    events: tuple[str, ...]
+    is_active: bool
+    description: str
+    headers: dict[str, str]
+    timeout_seconds: int
+    retry_schedule: tuple[float, ...]
+    status: SubscriptionStatus
+    created_at: datetime
+    updated_at: datetime
+    rate_limit_per_second: int | None = None
+    max_concurrency: int | None = None
+    disabled_reason: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    consecutive_failures: int = 0
+    first_failure_at: datetime | None = None

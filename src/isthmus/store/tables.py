@@ -87,3 +87,123 @@ audit_log = sa.Table(
     sa.Column("diff", JSONType, nullable=False),
     sa.Index(None, "tenant_id", "at"),
 )
+
+# The durable job queue (isthmus.store.queue). ``run_at`` is when a claimer may take the row
+# next: the scheduled time of a queued job, the lease expiry of a running one (so rescue of
+# expired leases reads the same index as due work), the finish time of a settled one.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=True),
+    sa.Column("kind", sa.String(60), nullable=False),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Column("group_key", sa.String(120), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("run_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("lease_token", sa.String(64), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "status", "run_at"),
+)
+
+# Outbound webhooks. An event type's name is its id within the tenant (the API addresses it
+# by name), so (tenant_id, name) is the key. ``schema`` is the payload's JSON Schema, if any.
+event_types = sa.Table(
+    "event_types",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("schema", JSONType, nullable=True),
+    sa.Column("archived", sa.Boolean(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Signing secrets live in ``secrets`` (owner ``webhook:<id>``: fields ``secret`` and, during a
+# rotation's grace period, ``previous_secret``), never in this row. ``status`` is the delivery
+# engine's verdict (active, or disabled with a reason); ``is_active`` is the subscriber's switch.
+webhook_subscriptions = sa.Table(
+    "webhook_subscriptions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("events", JSONType, nullable=False),
+    sa.Column("is_active", sa.Boolean(), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("headers", JSONType, nullable=False),
+    sa.Column("rate_limit_per_second", sa.Integer(), nullable=True),
+    sa.Column("max_concurrency", sa.Integer(), nullable=True),
+    sa.Column("timeout_seconds", sa.Integer(), nullable=False),
+    sa.Column("retry_schedule", JSONType, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("disabled_reason", sa.Text(), nullable=True),
+    sa.Column("previous_secret_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("first_failure_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # Fan-out reads a tenant's subscriptions; lists page through them by id.
+    sa.Index(None, "tenant_id", "id"),
+)
+
+# A published event: written with its deliveries (and their jobs) in one transaction.
+# ``idempotency_key`` repeats within 24 h return the first event; ``payload_hash`` tells a
+# repeat from a different payload under the same key.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("payload_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "idempotency_key"),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+# One event to one subscription. status: pending (queued or waiting for a retry), delivered,
+# failed (attempts spent; kept and replayable), cancelled (subscription gone or disabled).
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("event_id", sa.String(40), sa.ForeignKey("events.id"), nullable=False),
+    sa.Column("subscription_id", sa.String(40), nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_status_code", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The delivery log pages one subscription's deliveries by id; recover scans by time.
+    sa.Index(None, "subscription_id", "id"),
+    sa.Index(None, "tenant_id", "status", "created_at"),
+)
+
+# Every try of a delivery: when, what came back (body cut at 4 KB), how long, which error.
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("delivery_id", sa.String(40), sa.ForeignKey("deliveries.id"), nullable=False),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("attempted_at", UTCDateTime(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("response_body", sa.Text(), nullable=True),
+    sa.Column("latency_ms", sa.Float(), nullable=True),
+    sa.Column("error_class", sa.String(30), nullable=True),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Index(None, "delivery_id", "attempted_at"),
+)

@@ -1,0 +1,414 @@
+"""The worker: claim a batch -> run each job's handler -> settle it, leases kept alive.
+
+A handler is ``async def handler(job: Job) -> None``, registered per job kind. What it does
+decides what happens to the job:
+
+- **returns**: the worker completes the job (fenced by its lease);
+- **settles the job itself**, in its own transaction, so its rows and the job's new state
+  commit together::
+
+      async with job.store.transaction() as conn:
+          await conn.execute(...)           # the handler's own writes
+          await job.complete_in(conn)       # or job.retry_in(conn, ...) / job.fail_in(conn, ...)
+
+  ``*_in`` raise ``LeaseLost`` when another worker has rescued the job, which rolls the
+  handler's writes back with it;
+- **raises ``RetryLater``** (``delay`` seconds or an ``at`` time): queued again for then; the
+  handler owns its schedule and the worker puts no cap on these;
+- **raises anything else**: queued again after ``retry_backoff(attempts)`` while
+  ``job.attempts < max_attempts``, then failed with the error's text (kept, not deleted).
+
+Jobs run at least once: a handler runs again for a job whose worker died or lost the lease
+before settling it (a SIGKILL loses nothing; another worker takes the job once the lease
+expires). While a handler runs, the worker extends its lease every third of
+``lease_seconds``, so only a dead or stuck worker loses its jobs. On stop it claims nothing
+more, lets running handlers finish for ``shutdown_grace`` seconds, then cancels them and
+hands their jobs back at once (``release``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from isthmus.errors import IsthmusError
+from isthmus.store import queue
+from isthmus.store.db import Store
+from isthmus.store.notify import WakeUp, wakeup_for
+from isthmus.store.queue import ClaimedJob
+from isthmus.store.types import utcnow
+
+log = logging.getLogger("isthmus.worker")
+
+#: At most this many jobs are completed by one statement.
+_COMPLETE_BATCH = 500
+
+Clock = Callable[[], datetime]
+
+
+class LeaseLost(IsthmusError):
+    """The job's lease passed to another worker (it was rescued); this attempt must not
+    change it any more."""
+
+
+class RetryLater(Exception):
+    """Raised by a handler: run this job again after ``delay`` seconds, or at ``at``."""
+
+    def __init__(
+        self, reason: str, *, delay: float | None = None, at: datetime | None = None
+    ) -> None:
+        super().__init__(reason)
+        if (delay is None) == (at is None):
+            raise ValueError("give RetryLater exactly one of delay or at")
+        self.reason = reason
+        self.delay = delay
+        self.at = at
+
+    def run_at(self, now: datetime) -> datetime:
+        return self.at if self.at is not None else now + timedelta(seconds=self.delay or 0)
+
+
+def retry_backoff(attempts: int) -> float:
+    """Seconds before retrying after an unexpected error: 1, 2, 4, ... capped at 5 min."""
+    return float(min(2 ** max(attempts - 1, 0), 300))
+
+
+@dataclass
+class Job:
+    """What a handler gets: the claimed job, the store, and fenced ways to settle it."""
+
+    claimed: ClaimedJob
+    store: Store
+    clock: Clock
+    settled: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.claimed.id
+
+    @property
+    def kind(self) -> str:
+        return self.claimed.kind
+
+    @property
+    def tenant_id(self) -> str | None:
+        return self.claimed.tenant_id
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.claimed.payload
+
+    @property
+    def group(self) -> str | None:
+        return self.claimed.group
+
+    @property
+    def attempts(self) -> int:
+        """This attempt's number: 1 the first time."""
+        return self.claimed.attempts
+
+    async def complete_in(self, conn: AsyncConnection) -> None:
+        """Mark the job done in the caller's transaction; raises ``LeaseLost``."""
+        self._check(await queue.complete_in(conn, self.id, self._token, now=self.clock()))
+
+    async def retry_in(self, conn: AsyncConnection, *, run_at: datetime, error: str) -> None:
+        """Queue the job again for ``run_at`` in the caller's transaction."""
+        ok = await queue.retry_in(
+            conn, self.id, self._token, run_at=run_at, error=error, now=self.clock()
+        )
+        self._check(ok)
+
+    async def fail_in(self, conn: AsyncConnection, *, error: str) -> None:
+        """Give the job up in the caller's transaction."""
+        self._check(await queue.fail_in(conn, self.id, self._token, error=error, now=self.clock()))
+
+    @property
+    def _token(self) -> str:
+        return self.claimed.lease_token
+
+    def _check(self, held: bool) -> None:
+        if not held:
+            raise LeaseLost(f"job {self.id} was taken over by another worker")
+        self.settled = True
+
+
+Handler = Callable[[Job], Awaitable[None]]
+
+
+class Worker:
+    """Runs registered handlers on claimed jobs, up to ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        wakeup: WakeUp | None = None,
+        concurrency: int = 32,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 1.0,
+        max_attempts: int = 5,
+        shutdown_grace: float = 10.0,
+        clock: Clock = utcnow,
+    ) -> None:
+        if concurrency < 1 or lease_seconds <= 0 or poll_interval <= 0:
+            raise ValueError("concurrency, lease_seconds and poll_interval must be positive")
+        self.store = store
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.max_attempts = max_attempts
+        self.shutdown_grace = shutdown_grace
+        self.clock = clock
+        self._wakeup = wakeup
+        self._handlers: dict[str, Handler] = {}
+        self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        # Jobs whose handler returned, waiting for the next batched completion.
+        self._to_complete: list[tuple[Job, asyncio.Future[None]]] = []
+        self._completer: asyncio.Task[None] | None = None
+        # Claim again once this many slots are free, not at every finished job: fewer,
+        # larger claims when busy. An idle worker claims at once whatever it is woken for.
+        self._refill = max(1, concurrency // 4)
+
+    def register(self, kind: str, handler: Handler) -> None:
+        if kind in self._handlers:
+            raise ValueError(f"a handler for {kind!r} is already registered")
+        self._handlers[kind] = handler
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then drain (see the module docstring)."""
+        if not self._handlers:
+            raise ValueError("register at least one handler before running the worker")
+        wakeup = self._wakeup or wakeup_for(self.store, self.kinds)
+        await wakeup.start()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(self._running)
+                if free < self._refill and self._running:
+                    await self._until(stop, self._tasks())  # a slot frees up
+                    continue
+                wakeup.clear()
+                claimed = await self._claim(free)
+                if len(claimed) < free:  # nothing more is due: sleep until told or polled
+                    woken = asyncio.ensure_future(wakeup.wait(self.poll_interval))
+                    try:
+                        await self._until(stop, [woken])
+                    finally:
+                        woken.cancel()
+        finally:
+            await self._drain()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await wakeup.close()
+
+    async def run_pending(self) -> int:
+        """Run every job due now to its end, then return how many ran (tests, one-off
+        commands; no wake-up, no heartbeat)."""
+        ran = 0
+        while claimed := await self._claim(self.concurrency):
+            ran += len(claimed)
+            await asyncio.gather(*self._tasks())
+        return ran
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [task for _job, task in self._running.values()]
+
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
+        try:
+            claimed = await queue.claim(
+                self.store,
+                kinds=self.kinds,
+                limit=limit,
+                lease_seconds=self.lease_seconds,
+                now=self.clock(),
+            )
+        except Exception:
+            log.exception("claiming jobs failed; trying again after the poll interval")
+            return []
+        for item in claimed:
+            job = Job(item, self.store, self.clock)
+            task = asyncio.create_task(self._execute(job), name=f"job {item.id}")
+            self._running[item.id] = (job, task)
+            task.add_done_callback(functools.partial(self._forget, item.id))
+        return claimed
+
+    def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
+        self._running.pop(job_id, None)
+
+    async def _execute(self, job: Job) -> None:
+        handler = self._handlers[job.kind]
+        try:
+            await handler(job)
+        except asyncio.CancelledError:
+            raise
+        except LeaseLost:
+            log.warning("job %s (%s): lease lost, another worker has it", job.id, job.kind)
+            return
+        except RetryLater as exc:
+            await self._settle(job, "retry", run_at=exc.run_at(self.clock()), error=exc.reason)
+            return
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if job.attempts < self.max_attempts:
+                log.warning("job %s (%s) attempt %d: %s", job.id, job.kind, job.attempts, error)
+                delay = timedelta(seconds=retry_backoff(job.attempts))
+                await self._settle(job, "retry", run_at=self.clock() + delay, error=error)
+            else:
+                log.error(
+                    "job %s (%s) failed, attempt %d: %s", job.id, job.kind, job.attempts, error
+                )
+                await self._settle(job, "fail", error=error)
+            return
+        if not job.settled:
+            await self._complete(job)
+
+    async def _complete(self, job: Job) -> None:
+        """Completions are grouped: jobs whose handlers return while one completion
+        transaction is under way are completed together by the next (one UPDATE)."""
+        recorded = asyncio.get_running_loop().create_future()
+        self._to_complete.append((job, recorded))
+        if self._completer is None or self._completer.done():
+            self._completer = asyncio.create_task(self._complete_batches())
+        await asyncio.shield(recorded)
+
+    async def _complete_batches(self) -> None:
+        while self._to_complete:
+            await asyncio.sleep(0)  # let the handlers ending in this same tick join
+            batch = self._to_complete[:_COMPLETE_BATCH]
+            del self._to_complete[:_COMPLETE_BATCH]
+            leases = [(job.id, job.claimed.lease_token) for job, _f in batch]
+            try:
+                held = await queue.complete_many(self.store, leases, now=self.clock())
+            except Exception:
+                # The leases run out and other workers take the jobs: at least once.
+                log.exception("recording %d completed jobs failed", len(batch))
+                held = set()
+            for job, recorded in batch:
+                if job.id in held:
+                    job.settled = True
+                else:
+                    log.warning("job %s (%s): lease lost before complete", job.id, job.kind)
+                if not recorded.done():
+                    recorded.set_result(None)
+
+    async def _settle(
+        self,
+        job: Job,
+        how: Literal["retry", "fail", "release"],
+        *,
+        run_at: datetime | None = None,
+        error: str = "",
+    ) -> None:
+        token, now = job.claimed.lease_token, self.clock()
+        try:
+            if how == "retry":
+                assert run_at is not None
+                held = await queue.retry(
+                    self.store, job.id, token, run_at=run_at, error=error, now=now
+                )
+            elif how == "fail":
+                held = await queue.fail(self.store, job.id, token, error=error, now=now)
+            else:
+                held = await queue.release(self.store, job.id, token, now=now)
+        except Exception:
+            # The lease runs out and another worker takes the job: at least once, not lost.
+            log.exception("job %s (%s): recording the outcome failed", job.id, job.kind)
+            return
+        if held:
+            job.settled = True
+        elif not job.settled:
+            log.warning("job %s (%s): lease lost before %s", job.id, job.kind, how)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = [(job.id, job.claimed.lease_token) for job, _t in self._running.values()]
+            if not held:
+                continue
+            try:
+                kept = await queue.extend_leases(
+                    self.store, held, lease_seconds=self.lease_seconds, now=self.clock()
+                )
+            except Exception:
+                log.exception("extending leases failed")
+                continue
+            for job_id, _token in held:
+                entry = self._running.get(job_id)
+                if job_id not in kept and entry is not None and not entry[0].settled:
+                    log.warning("job %s: lease lost while running", job_id)
+
+    async def _drain(self) -> None:
+        tasks = self._tasks()
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=self.shutdown_grace)
+        unfinished = [job for job, task in self._running.values() if task in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._completer is not None:
+            await self._completer  # completions already under way are recorded first
+        for job in unfinished:
+            if not job.settled:
+                await self._settle(job, "release")
+
+    @staticmethod
+    async def _until(stop: asyncio.Event, waits: Sequence[asyncio.Future[Any]]) -> None:
+        """Until ``stop`` is set or the first of ``waits`` is done (none is cancelled)."""
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+
+
+async def run_worker(
+    store: Store,
+    handlers: Mapping[str, Handler],
+    stop: asyncio.Event,
+    *,
+    concurrency: int = 32,
+    lease_seconds: float = 30.0,
+    poll_interval: float = 1.0,
+    max_attempts: int = 5,
+    shutdown_grace: float = 10.0,
+) -> None:
+    """Run a worker for ``handlers`` (kind -> handler) on ``store`` until ``stop`` is set,
+    woken by LISTEN/NOTIFY on PostgreSQL and by the in-process signal on SQLite."""
+    worker = Worker(
+        store,
+        concurrency=concurrency,
+        lease_seconds=lease_seconds,
+        poll_interval=poll_interval,
+        max_attempts=max_attempts,
+        shutdown_grace=shutdown_grace,
+    )
+    for kind, handler in handlers.items():
+        worker.register(kind, handler)
+    await worker.run(stop)
+
+
+__all__ = [
+    "Handler",
+    "Job",
+    "LeaseLost",
+    "RetryLater",
+    "Worker",
+    "retry_backoff",
+    "run_worker",
+]
