@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -127,6 +128,7 @@ def serve(
     import uvicorn
 
     from isthmus.api.app import create_app
+    from isthmus.runtime import with_workers
 
     settings = _settings(ctx)
     bind_host = host or settings.host
@@ -144,14 +146,48 @@ def serve(
                     f"store it now:\n\n    {issued.secret}\n"
                 )
             typer.echo(f"isthmus {__version__} on {base}  (API docs: {base}/api/docs)")
+            app = create_app(settings, hub)
+            if not no_workers:
+                app = with_workers(app, hub)
             config = uvicorn.Config(
-                create_app(settings, hub),
+                app,
                 host=bind_host,
                 port=bind_port,
                 log_level=settings.log_level,
                 lifespan="on",
             )
             await uvicorn.Server(config).serve()
+        finally:
+            await hub.close()
+
+    command(run)()
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=1000, help="Jobs run at a time [ISTHMUS_WORKER_CONCURRENCY]."),
+    ] = None,
+) -> None:
+    """Migrate the store, then run jobs (webhook deliveries, ...) until SIGTERM or Ctrl-C."""
+    from isthmus.runtime import run_workers
+
+    settings = _settings(ctx)
+    if concurrency is not None:
+        settings = settings.model_copy(update={"worker_concurrency": concurrency})
+
+    async def run() -> None:
+        hub = Hub.build(settings)
+        try:
+            await migrations.upgrade(hub.store)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            typer.echo(f"isthmus {__version__} worker, concurrency {settings.worker_concurrency}")
+            await run_workers(hub, stop)
         finally:
             await hub.close()
 

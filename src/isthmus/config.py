@@ -73,6 +73,25 @@ class Settings(BaseSettings):
     outbound_max_response_bytes: int = Field(
         1024 * 1024, gt=0, description="Outbound response body cap, after decompression."
     )
+    webhook_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="Days finished webhook deliveries, their attempts and event payloads are "
+        "kept; an hourly cleanup job deletes older ones.",
+    )
+    worker_concurrency: int = Field(
+        32, ge=1, le=1000, description="Jobs one worker process runs at a time."
+    )
+    worker_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a worker holds a job without renewing; a dead worker's jobs go "
+        "to another worker after this.",
+    )
+    webhook_max_payload_bytes: int = Field(
+        256 * 1024, gt=0, description="Largest published event, as its delivery body (413 above)."
+    )
 
     @field_validator("rate_limit", "rate_limit_ip")
     @classmethod

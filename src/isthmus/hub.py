@@ -17,8 +17,15 @@ from isthmus.services.integrations import IntegrationService
 from isthmus.services.master_keys import MasterKeyService
 from isthmus.store.db import Store, make_engine
 from isthmus.vault import KeyFile, Vault
+from isthmus.webhooks.delivery import DeliveryHandler
 from isthmus.webhooks.event_types import EventTypeService
+from isthmus.webhooks.publish import PublishService
 from isthmus.webhooks.subscriptions import SubscriptionService
+from isthmus.webhooks.throttle import Throttle
+
+#: Connections beyond one per running job: the claim, the heartbeat, the batched completion,
+#: API requests of ``serve``, concurrency slots (see ``Throttle``).
+_SPARE_CONNECTIONS = 10
 
 
 @dataclass
@@ -36,18 +43,28 @@ class Hub:
     outbound: OutboundHTTP
     event_types: EventTypeService
     webhooks: SubscriptionService
+    events: PublishService
+    # The webhook.deliver job handler (run by ``isthmus.runtime``).
+    deliver: DeliveryHandler
 
     @classmethod
     def build(cls, settings: Settings) -> Hub:
         if settings.is_sqlite and settings.database_url is None:
             settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = Store(make_engine(settings.resolved_database_url))
+        pool: dict[str, int] = {}
+        if not settings.is_sqlite:
+            # Every running job holds a connection at times; waiting for the pool would cost
+            # more than the connections (the queue measured 3-10x with a pool this size).
+            pool = {"pool_size": settings.worker_concurrency + _SPARE_CONNECTIONS}
+        store = Store(make_engine(settings.resolved_database_url, **pool))
         master_keys = MasterKeyService(store, settings)
         reload = None if master_keys.from_env else KeyFile(settings.home).load
         vault = Vault(master_keys.keys(), reload=reload)
         catalog = load_catalog()
         outbound = OutboundHTTP.from_settings(settings)
         event_types = EventTypeService(store)
+        limiter_storage = make_storage(settings.redis_url)
+        throttle = Throttle(store, limiter_storage)
         return cls(
             settings=settings,
             store=store,
@@ -57,10 +74,12 @@ class Hub:
             audit=AuditService(store),
             integrations=IntegrationService(store, vault, catalog),
             master_keys=master_keys,
-            limiter_storage=make_storage(settings.redis_url),
+            limiter_storage=limiter_storage,
             outbound=outbound,
             event_types=event_types,
             webhooks=SubscriptionService(store, vault, outbound, event_types),
+            events=PublishService(store, max_payload_bytes=settings.webhook_max_payload_bytes),
+            deliver=DeliveryHandler(store, vault, outbound, throttle),
         )
 
     async def close(self) -> None:

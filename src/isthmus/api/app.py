@@ -12,7 +12,16 @@ from isthmus import __version__
 from isthmus.api import problems
 from isthmus.api.bodylimit import BodyLimitMiddleware
 from isthmus.api.ratelimit import RateLimitMiddleware
-from isthmus.api.routes import api_keys, audit, event_types, health, integrations, webhooks
+from isthmus.api.routes import (
+    api_keys,
+    audit,
+    deliveries,
+    event_types,
+    events,
+    health,
+    integrations,
+    webhooks,
+)
 from isthmus.config import Settings
 from isthmus.hub import Hub
 
@@ -48,7 +57,17 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     )
     app.state.hub = the_hub
     problems.install(app)
-    for module in (health, integrations, api_keys, audit, event_types, webhooks):
+    # deliveries before webhooks: /webhooks/deliveries/{id} is not /webhooks/{id}.
+    for module in (
+        health,
+        integrations,
+        api_keys,
+        audit,
+        event_types,
+        events,
+        deliveries,
+        webhooks,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Outermost, so every answer (413s included) carries the rate-limit headers.

@@ -77,3 +77,13 @@ async def query(
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+async def receiving(conn: AsyncConnection, tenant_id: str) -> list[WebhookSubscription]:
+    """The tenant's subscriptions that receive events now: switched on and not disabled."""
+    q = subs.select().where(
+        subs.c.tenant_id == tenant_id,
+        subs.c.is_active.is_(True),
+        subs.c.status == SubscriptionStatus.ACTIVE.value,
+    )
+    return [_row(r) for r in await conn.execute(q.order_by(subs.c.id))]

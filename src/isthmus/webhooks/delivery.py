@@ -1,0 +1,252 @@
+"""The ``webhook.deliver`` job handler: one attempt of one delivery.
+
+One run::
+
+    load delivery + event + subscription (read)
+      delivery no longer pending             -> job done, nothing sent
+      subscription gone, switched off or
+      disabled                               -> delivery cancelled, job done
+      over the rate limit / no free slot     -> RetryLater shortly (no attempt counted)
+    POST the signed body (outside any transaction)
+    one transaction: the attempt row, the delivery's new state, the subscription's failure
+    counters (and its disabling), and the job's settle fenced by its lease
+
+Because the attempt's effects commit with the job's settle, a worker that dies mid-way
+leaves the job to be rescued and the attempt is made again, never lost (at least once).
+``webhook-id`` is the delivery id, the same on every retry of it, which is what Standard
+Webhooks asks of a message id (receivers deduplicate on it); each subscription's copy of an
+event is its own message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from isthmus.domain.auth import Actor
+from isthmus.domain.ids import new_id
+from isthmus.domain.records import WebhookSubscription
+from isthmus.domain.webhooks import MAX_TIMEOUT, SubscriptionStatus
+from isthmus.errors import InvalidInput, OutboundError, UpstreamStatusError
+from isthmus.http import USER_AGENT, OutboundHTTP, raise_for_status
+from isthmus.services.audit import record
+from isthmus.store import deliveries as repo
+from isthmus.store import subscriptions as subscriptions_repo
+from isthmus.store.db import Store
+from isthmus.vault import Vault
+from isthmus.webhooks.publish import publish
+from isthmus.webhooks.retry import Outcome, next_attempt, should_disable
+from isthmus.webhooks.signing import delivery_headers, payload
+from isthmus.webhooks.signing_secrets import SigningSecrets
+from isthmus.webhooks.throttle import Throttle
+from isthmus.worker import Job, RetryLater
+
+log = logging.getLogger("isthmus.webhooks")
+
+MAX_RESPONSE_BODY = 4096
+DISABLED_EVENT = "webhook.disabled"
+GONE_REASON = "the endpoint answered 410 Gone"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one POST gave: the outcome for the retry policy and what the log keeps."""
+
+    outcome: Outcome
+    status_code: int | None
+    response_body: str | None
+    latency_ms: float
+    error_class: str | None = None
+    error_message: str | None = None
+
+
+def _clean(text: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; a receiver's body may.
+    return text.replace("\x00", "\ufffd") if text is not None else None
+
+
+class DeliveryHandler:
+    """Call it with a claimed ``webhook.deliver`` job (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        vault: Vault,
+        outbound: OutboundHTTP,
+        throttle: Throttle,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.secrets = SigningSecrets(vault)
+        self.outbound = outbound
+        self.throttle = throttle
+        self.rng = rng or random.Random()
+
+    async def __call__(self, job: Job) -> None:
+        delivery_id = str(job.payload.get("deliveryId", ""))
+        now = job.clock()
+        async with self.store.read() as conn:
+            work = await repo.load(conn, delivery_id)
+            if work is None or work.status != repo.PENDING:
+                return  # settled meanwhile (or removed): the worker completes the job
+            sub = await subscriptions_repo.get(conn, work.tenant_id, work.subscription_id)
+            refusal = _refusal(sub)
+            secrets = await self.secrets.active(conn, sub, now) if sub and not refusal else []
+        if sub is None or refusal:
+            async with self.store.transaction() as conn:
+                await repo.cancel(conn, work.id, refusal or "subscription deleted", now)
+                await job.complete_in(conn)
+            return
+
+        delay = await self.throttle.rate_delay(sub)
+        if delay is not None:
+            raise RetryLater("subscription rate limit", delay=delay)
+        async with self.throttle.slot(sub) as free:
+            if not free:
+                raise RetryLater(
+                    "subscription at its maximum concurrency",
+                    delay=self.rng.uniform(0.2, 0.6),
+                )
+            body = payload(work.event_type, work.event_created_at, work.tenant_id, work.data)
+            headers = delivery_headers(
+                secrets=secrets,
+                msg_id=work.id,
+                timestamp=int(now.timestamp()),
+                body=body,
+                subscription_id=sub.id,
+                event_type=work.event_type,
+                user_agent=USER_AGENT,
+                extra=sub.headers,
+            )
+            attempt = await self._send(sub, headers, body)
+        await self._record(job, work, sub, attempt)
+
+    async def _send(
+        self, sub: WebhookSubscription, headers: dict[str, str], body: bytes
+    ) -> Attempt:
+        started = time.perf_counter()
+        try:
+            response = await self.outbound.request(
+                "POST",
+                sub.url,
+                headers=headers,
+                data=body,
+                timeout=float(min(sub.timeout_seconds, MAX_TIMEOUT)),
+            )
+        except OutboundError as exc:
+            latency = _ms(time.perf_counter() - started)
+            return Attempt(Outcome.failed(exc), None, None, latency, exc.error_class, exc.message)
+        text = _clean(response.body[:MAX_RESPONSE_BODY].decode("utf-8", errors="replace"))
+        latency = _ms(response.elapsed)
+        try:
+            raise_for_status(response)
+        except UpstreamStatusError as exc:
+            return Attempt(
+                Outcome.failed(exc), exc.status, text, latency, exc.error_class, exc.message
+            )
+        return Attempt(Outcome.delivered(response.status), response.status, text, latency)
+
+    async def _record(
+        self, job: Job, work: repo.DeliveryWork, sub: WebhookSubscription, attempt: Attempt
+    ) -> None:
+        now = job.clock()
+        number = work.attempts + 1
+        outcome = attempt.outcome
+        retry_at = next_attempt(sub.retry_schedule, number, outcome, now, self.rng)
+        error = _clean(attempt.error_message)
+        async with self.store.transaction() as conn:
+            await repo.record_attempt(
+                conn,
+                {
+                    "id": new_id("att"),
+                    "delivery_id": work.id,
+                    "tenant_id": work.tenant_id,
+                    "attempted_at": now,
+                    "status_code": attempt.status_code,
+                    "response_body": attempt.response_body,
+                    "latency_ms": attempt.latency_ms,
+                    "error_class": attempt.error_class,
+                    "error_message": error,
+                },
+            )
+            state: dict[str, Any] = {
+                "last_status_code": attempt.status_code,
+                "last_error": error,
+                "updated_at": now,
+            }
+            if outcome.success:
+                state |= {"status": "delivered", "delivered_at": now, "next_attempt_at": None}
+            elif retry_at is not None:
+                state |= {"status": repo.PENDING, "next_attempt_at": retry_at}
+            else:
+                state |= {"status": "failed", "next_attempt_at": None}
+            if not await repo.settle(conn, work.id, number, **state):
+                # Changed by someone else meanwhile (cancelled, retried by hand): the attempt
+                # stays in the log, the delivery's state is theirs.
+                await job.complete_in(conn)
+                return
+            if outcome.success:
+                if sub.consecutive_failures or sub.first_failure_at is not None:
+                    await repo.reset_failures(conn, sub.id)
+                await job.complete_in(conn)
+            elif retry_at is not None:
+                await job.retry_in(conn, run_at=retry_at, error=error or "delivery failed")
+            else:
+                await self._after_final_failure(conn, sub, outcome, now)
+                await job.fail_in(conn, error=error or "delivery failed")
+
+    async def _after_final_failure(
+        self, conn: AsyncConnection, sub: WebhookSubscription, outcome: Outcome, now: datetime
+    ) -> None:
+        """Count the failed delivery against the subscription; disable it at a 410 or when
+        ``should_disable`` says so."""
+        reason: str | None = GONE_REASON if outcome.gone else None
+        counted = await repo.count_failure(conn, sub.id, now)
+        if reason is None and counted is not None:
+            reason = should_disable(counted[0], counted[1], now)
+        if reason is not None:
+            await disable(conn, sub, reason, now)
+
+
+async def disable(
+    conn: AsyncConnection, sub: WebhookSubscription, reason: str, now: datetime
+) -> None:
+    """Disable the subscription with ``reason``, record it in the audit trail and publish
+    ``webhook.disabled`` to the tenant's other receiving subscriptions (this one no longer
+    receives). A tenant that archived that event type simply gets no event."""
+    if not await repo.disable(conn, sub.id, reason, now):
+        return  # already disabled: announced once, by whoever did it
+    log.warning("webhook %s disabled: %s", sub.id, reason)
+    actor = Actor(sub.tenant_id, "system")
+    diff = {"status": {"from": "active", "to": "disabled"}, "reason": reason}
+    await record(conn, actor, "webhook.disable", "webhook", sub.id, diff)
+    data = {"subscriptionId": sub.id, "name": sub.name, "reason": reason}
+    try:
+        async with conn.begin_nested():
+            await publish(
+                conn, tenant_id=sub.tenant_id, event_type=DISABLED_EVENT, data=data, now=now
+            )
+    except InvalidInput as exc:
+        log.info("webhook.disabled for %s not published: %s", sub.id, exc.message)
+
+
+def _refusal(sub: WebhookSubscription | None) -> str | None:
+    """Why the subscription takes no deliveries now, or None if it does."""
+    if sub is None:
+        return "subscription deleted"
+    if sub.status is SubscriptionStatus.DISABLED:
+        return f"subscription disabled: {sub.disabled_reason or 'no reason given'}"
+    if not sub.is_active:
+        return "subscription switched off (isActive false)"
+    return None
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
