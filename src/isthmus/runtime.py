@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from isthmus.hub import Hub
+from isthmus.webhooks import retention
 from isthmus.webhooks.publish import DELIVER
 from isthmus.worker import Handler, run_worker
 
@@ -23,11 +24,16 @@ log = logging.getLogger("isthmus.worker")
 
 def job_handlers(hub: Hub) -> dict[str, Handler]:
     """Job kind -> handler, for every kind this hub runs."""
-    return {DELIVER: hub.deliver}
+    return {
+        DELIVER: hub.deliver,
+        retention.KIND: retention.handler(hub.settings.webhook_retention_days),
+    }
 
 
 async def run_workers(hub: Hub, stop: asyncio.Event) -> None:
     """Run the hub's handlers until ``stop`` is set, then drain (see ``isthmus.worker``)."""
+    # The hourly cleanup keeps itself going once queued; every worker makes sure it is.
+    await retention.ensure_scheduled(hub.store)
     await run_worker(
         hub.store,
         job_handlers(hub),

@@ -187,8 +187,10 @@ deliveries = sa.Table(
     sa.Column("delivered_at", UTCDateTime(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
-    # The delivery log pages one subscription's deliveries by id; recover scans by time.
+    # The delivery log pages one subscription's deliveries by id; recover scans by time;
+    # retention deletes events, whose foreign-key check looks deliveries up by event.
     sa.Index(None, "subscription_id", "id"),
+    sa.Index(None, "event_id"),
     sa.Index(None, "tenant_id", "status", "created_at"),
 )
 

@@ -79,6 +79,7 @@ def upgrade() -> None:
             ["tenant_id", "status", "created_at"],
             unique=False,
         )
+        batch_op.create_index(batch_op.f("ix_deliveries_event_id"), ["event_id"], unique=False)
 
     op.create_table(
         "delivery_attempts",
@@ -116,6 +117,7 @@ def downgrade() -> None:
 
     op.drop_table("delivery_attempts")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_deliveries_event_id"))
         batch_op.drop_index(batch_op.f("ix_deliveries_tenant_id_status_created_at"))
         batch_op.drop_index(batch_op.f("ix_deliveries_subscription_id_id"))
 
