@@ -130,6 +130,16 @@ class Job:
         """Give the job up in the caller's transaction."""
         self._check(await queue.fail_in(conn, self.id, self._token, error=error, now=self.clock()))
 
+    def complete_params(self) -> dict[str, Any]:
+        """The parameters of ``queue.complete_statement`` (the fenced completion) for this
+        job, for a handler that joins it to its own writes in one statement; the handler
+        reports the result with ``completed``."""
+        return queue.complete_params(self.id, self._token, now=self.clock())
+
+    def completed(self, held: bool) -> None:
+        """After the fenced completion ran: raises ``LeaseLost`` if the lease was gone."""
+        self._check(held)
+
     @property
     def _token(self) -> str:
         return self.claimed.lease_token

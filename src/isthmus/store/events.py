@@ -26,15 +26,18 @@ class DuplicateKey(Exception):
     """Another transaction wrote an event with this idempotency key first."""
 
 
+_INSERT = events.insert()
+
+
 async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
     """Insert one event; ``DuplicateKey`` if its idempotency key is taken (the insert runs in
     a savepoint, so the caller's transaction stays usable)."""
     if values.get("idempotency_key") is None:
-        await conn.execute(events.insert().values(**values))  # no key, no conflict possible
+        await conn.execute(_INSERT, values)  # no key, no conflict possible
         return
     try:
         async with conn.begin_nested():
-            await conn.execute(events.insert().values(**values))
+            await conn.execute(_INSERT, values)
     except IntegrityError as exc:
         raise DuplicateKey(values["idempotency_key"]) from exc
 

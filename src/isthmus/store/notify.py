@@ -60,11 +60,14 @@ class WakeUp(Protocol):
         """Stop listening."""
 
 
+_NOTIFY = sa.select(sa.func.pg_notify(CHANNEL, sa.bindparam("kind", type_=sa.String())))
+
+
 async def announce(conn: AsyncConnection, kinds: Iterable[str]) -> None:
     """Tell waiting workers, once this transaction commits, that jobs of ``kinds`` exist."""
     if conn.dialect.name == "postgresql":
         for kind in sorted(set(kinds)):
-            await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, kind)))
+            await conn.execute(_NOTIFY, {"kind": kind})
         return
     _install_commit_hook(conn.sync_engine)
     pending: set[str] = conn.sync_connection.info.setdefault(_PENDING, set())  # type: ignore[union-attr]

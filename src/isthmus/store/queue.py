@@ -251,10 +251,8 @@ async def claim(
 # -- settle, fenced by the lease token -----------------------------------------------------
 
 
-async def _settle(conn: AsyncConnection, job_id: str, lease_token: str, **values: Any) -> bool:
-    """The fenced update every settle is: it ends the lease, and touches nothing when the
-    lease is no longer this token's."""
-    statement = (
+def _fenced(job_id: Any, lease_token: Any, **values: Any) -> sa.Update:
+    return (
         jobs.update()
         .where(
             jobs.c.id == job_id,
@@ -263,7 +261,31 @@ async def _settle(conn: AsyncConnection, job_id: str, lease_token: str, **values
         )
         .values(lease_token=None, **values)
     )
-    return (await conn.execute(statement)).rowcount == 1
+
+
+async def _settle(conn: AsyncConnection, job_id: str, lease_token: str, **values: Any) -> bool:
+    """The fenced update every settle is: it ends the lease, and touches nothing when the
+    lease is no longer this token's."""
+    return (await conn.execute(_fenced(job_id, lease_token, **values))).rowcount == 1
+
+
+def complete_statement() -> sa.Update:
+    """The fenced update of ``complete_in`` with bound parameters (``complete_params``),
+    returning the job's id when the lease held: for a caller that makes it part of a
+    statement of its own (a PostgreSQL CTE)."""
+    done_at = sa.bindparam("job_done_at", type_=jobs.c.run_at.type)
+    return _fenced(
+        sa.bindparam("job_id", type_=jobs.c.id.type),
+        sa.bindparam("job_lease_token", type_=jobs.c.lease_token.type),
+        status=JobStatus.DONE.value,
+        run_at=done_at,
+        updated_at=done_at,
+    ).returning(jobs.c.id)
+
+
+def complete_params(job_id: str, lease_token: str, *, now: datetime) -> dict[str, Any]:
+    """The parameters of ``complete_statement`` for one job."""
+    return {"job_id": job_id, "job_lease_token": lease_token, "job_done_at": now}
 
 
 def _error(text: str | None) -> str | None:

@@ -37,7 +37,6 @@ from isthmus.errors import InvalidInput, OutboundError, UpstreamStatusError
 from isthmus.http import USER_AGENT, OutboundHTTP, raise_for_status
 from isthmus.services.audit import record
 from isthmus.store import deliveries as repo
-from isthmus.store import subscriptions as subscriptions_repo
 from isthmus.store.db import Store
 from isthmus.vault import Vault
 from isthmus.webhooks.publish import publish
@@ -92,13 +91,17 @@ class DeliveryHandler:
     async def __call__(self, job: Job) -> None:
         delivery_id = str(job.payload.get("deliveryId", ""))
         now = job.clock()
-        async with self.store.read() as conn:
-            work = await repo.load(conn, delivery_id)
-            if work is None or work.status != repo.PENDING:
+        async with self.store.read_statements() as conn:
+            loaded = await repo.load_for_attempt(conn, delivery_id)
+            if loaded is None or loaded[0].status != repo.PENDING:
                 return  # settled meanwhile (or removed): the worker completes the job
-            sub = await subscriptions_repo.get(conn, work.tenant_id, work.subscription_id)
+            work, sub, stamp = loaded
             refusal = _refusal(sub)
-            secrets = await self.secrets.active(conn, sub, now) if sub and not refusal else []
+            secrets = (
+                await self.secrets.active_cached(conn, sub, now, stamp)
+                if sub and not refusal
+                else []
+            )
         if sub is None or refusal:
             async with self.store.transaction() as conn:
                 await repo.cancel(conn, work.id, refusal or "subscription deleted", now)
@@ -161,32 +164,40 @@ class DeliveryHandler:
         outcome = attempt.outcome
         retry_at = next_attempt(sub.retry_schedule, number, outcome, now, self.rng)
         error = _clean(attempt.error_message)
+        row = {
+            "id": new_id("att"),
+            "delivery_id": work.id,
+            "tenant_id": work.tenant_id,
+            "attempted_at": now,
+            "status_code": attempt.status_code,
+            "response_body": attempt.response_body,
+            "latency_ms": attempt.latency_ms,
+            "error_class": attempt.error_class,
+            "error_message": error,
+        }
+        state: dict[str, Any] = {
+            "last_status_code": attempt.status_code,
+            "last_error": error,
+            "updated_at": now,
+        }
+        if outcome.success:
+            state |= {"status": "delivered", "delivered_at": now, "next_attempt_at": None}
+        elif retry_at is not None:
+            state |= {"status": repo.PENDING, "next_attempt_at": retry_at}
+        else:
+            state |= {"status": "failed", "next_attempt_at": None}
+        clean_record = not sub.consecutive_failures and sub.first_failure_at is None
+        if outcome.success and clean_record and self.store.dialect == "postgresql":
+            # The common case in one statement: the attempt, the delivery's state and the
+            # job's completion commit together, or (lease lost) none of them.
+            async with self.store.autocommit() as conn:
+                held, _settled = await repo.record_success(
+                    conn, row, number, state, job.complete_params()
+                )
+            job.completed(held)
+            return
         async with self.store.transaction() as conn:
-            await repo.record_attempt(
-                conn,
-                {
-                    "id": new_id("att"),
-                    "delivery_id": work.id,
-                    "tenant_id": work.tenant_id,
-                    "attempted_at": now,
-                    "status_code": attempt.status_code,
-                    "response_body": attempt.response_body,
-                    "latency_ms": attempt.latency_ms,
-                    "error_class": attempt.error_class,
-                    "error_message": error,
-                },
-            )
-            state: dict[str, Any] = {
-                "last_status_code": attempt.status_code,
-                "last_error": error,
-                "updated_at": now,
-            }
-            if outcome.success:
-                state |= {"status": "delivered", "delivered_at": now, "next_attempt_at": None}
-            elif retry_at is not None:
-                state |= {"status": repo.PENDING, "next_attempt_at": retry_at}
-            else:
-                state |= {"status": "failed", "next_attempt_at": None}
+            await repo.record_attempt(conn, row)
             if not await repo.settle(conn, work.id, number, **state):
                 # Changed by someone else meanwhile (cancelled, retried by hand): the attempt
                 # stays in the log, the delivery's state is theirs.

@@ -116,6 +116,21 @@ async def publish(
         for sub in await subscriptions_repo.receiving(conn, tenant_id)
         if matches(sub.events, event_type)
     ]
+    if conn.dialect.name == "postgresql":
+        # The same rows as below, in one statement.
+        planned = [
+            (new_id("dlv"), sub.id, first_attempt_at(sub.retry_schedule, now)) for sub in receivers
+        ]
+        await deliveries_repo.insert_with_jobs(
+            conn,
+            tenant_id=tenant_id,
+            event_id=event_id,
+            event_type=event_type,
+            kind=DELIVER,
+            now=now,
+            rows=planned,
+        )
+        return PublishResult(event_id, len(planned), duplicate=False)
     rows: list[dict[str, Any]] = []
     jobs: list[NewJob] = []
     for sub in receivers:

@@ -7,6 +7,7 @@ row's ``previous_secret_expires_at``: the row says until when, the vault holds w
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,11 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from isthmus.domain.records import WebhookSubscription
 from isthmus.errors import DecryptionFailed
 from isthmus.services.credentials import SecretBox
+from isthmus.store.deliveries import SecretsStamp
 from isthmus.vault import Vault
 from isthmus.webhooks.signing import generate_secret
 
 SECRET = "secret"  # noqa: S105 - the name of a vault field, not a secret
 PREVIOUS_SECRET = "previous_secret"  # noqa: S105 - likewise
+
+#: How long opened secrets are reused for deliveries (``active_cached``), at most.
+CACHE_SECONDS = 30.0
+_CACHE_MAX = 10_000
 
 
 def owner_of(sub_id: str) -> str:
@@ -28,6 +34,8 @@ def owner_of(sub_id: str) -> str:
 class SigningSecrets:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
+        # sub id -> (tenant id, secrets stamp, opened values, monotonic expiry)
+        self._opened: dict[str, tuple[str, SecretsStamp, dict[str, str], float]] = {}
 
     def box(self, tenant_id: str, sub_id: str) -> SecretBox:
         return SecretBox(self.vault, tenant_id, owner_of(sub_id))
@@ -64,7 +72,33 @@ class SigningSecrets:
         """The secrets that sign at ``now``, oldest first: the previous one while its grace
         period lasts (it ends at ``previous_secret_expires_at``, exclusive), then the current
         one. This is the order ``delivery_headers`` expects."""
+        return self._signing(sub, await self.box(sub.tenant_id, sub.id).read(conn), now)
+
+    async def active_cached(
+        self, conn: AsyncConnection, sub: WebhookSubscription, now: datetime, stamp: SecretsStamp
+    ) -> list[str]:
+        """``active``, opening the vault's values again only when ``stamp`` (read with the
+        subscription: see ``deliveries.load_for_attempt``) shows they changed, or after
+        ``CACHE_SECONDS``. A rotation rewrites the secrets, so it is seen at once."""
+        clock = time.monotonic()
+        cached = self._opened.get(sub.id)
+        if (
+            cached is not None
+            and cached[0] == sub.tenant_id
+            and cached[1] == stamp
+            and cached[3] > clock
+        ):
+            return self._signing(sub, cached[2], now)
         values = await self.box(sub.tenant_id, sub.id).read(conn)
+        signing = self._signing(sub, values, now)
+        if stamp[0] is not None:
+            if len(self._opened) >= _CACHE_MAX:
+                self._opened.clear()
+            self._opened[sub.id] = (sub.tenant_id, stamp, values, clock + CACHE_SECONDS)
+        return signing
+
+    @staticmethod
+    def _signing(sub: WebhookSubscription, values: dict[str, str], now: datetime) -> list[str]:
         if SECRET not in values:
             raise DecryptionFailed(f"webhook {sub.id!r} has no signing secret")
         previous = values.get(PREVIOUS_SECRET)
