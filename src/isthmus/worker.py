@@ -39,11 +39,11 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from isthmus.domain.jobs import ClaimedJob
 from isthmus.errors import IsthmusError
 from isthmus.store import queue
 from isthmus.store.db import Store
 from isthmus.store.notify import WakeUp, wakeup_for
-from isthmus.store.queue import ClaimedJob
 from isthmus.store.types import utcnow
 
 log = logging.getLogger("isthmus.worker")

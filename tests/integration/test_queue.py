@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.hub import Hub
 from isthmus.store import queue, tenants
 from isthmus.store.db import Store, make_engine
 from isthmus.store.notify import wakeup_for
-from isthmus.store.queue import JobStatus, NewJob
 from isthmus.worker import Job, LeaseLost, RetryLater, Worker
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

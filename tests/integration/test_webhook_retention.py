@@ -14,11 +14,11 @@ from webhook_support import PUBLIC_URL
 
 from isthmus.config import Settings
 from isthmus.domain.auth import Actor
+from isthmus.domain.jobs import JobStatus
 from isthmus.hub import Hub
 from isthmus.runtime import job_handlers, run_workers
 from isthmus.services.access import IssuedKey
 from isthmus.store import queue
-from isthmus.store.queue import JobStatus
 from isthmus.store.tables import deliveries, delivery_attempts, events, jobs
 from isthmus.webhooks import retention
 from isthmus.worker import Worker

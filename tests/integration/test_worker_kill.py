@@ -25,9 +25,9 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import create_postgres_database, drop_postgres_database
+from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.store import migrate, queue
 from isthmus.store.db import Store, make_engine
-from isthmus.store.queue import JobStatus, NewJob
 
 pytestmark = pytest.mark.postgres
 

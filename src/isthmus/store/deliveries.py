@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from isthmus.domain.ids import new_id
+from isthmus.domain.jobs import JobStatus
 from isthmus.domain.records import WebhookSubscription
 from isthmus.domain.webhooks import SubscriptionStatus
 from isthmus.store import notify
-from isthmus.store.queue import JobStatus
 from isthmus.store.queue import complete_statement as job_complete_statement
 from isthmus.store.subscriptions import from_row as subscription_from_row
 from isthmus.store.tables import deliveries, delivery_attempts, events, secrets

@@ -17,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.domain.pagination import encode_cursor
 from isthmus.domain.records import Page
 from isthmus.store import queue
-from isthmus.store.queue import JobStatus, NewJob
 from isthmus.store.tables import deliveries, delivery_attempts, events, jobs, tenants
 
 #: The job kind that sends one delivery (the delivery handler's, payload ``deliveryId``).

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from isthmus.domain.auth import Actor
 from isthmus.domain.ids import new_id
+from isthmus.domain.jobs import NewJob
 from isthmus.domain.webhooks import PRELOADED_EVENT_TYPES, matches
 from isthmus.errors import FieldError, InvalidInput, PayloadTooLarge
 from isthmus.store import deliveries as deliveries_repo
@@ -26,7 +27,6 @@ from isthmus.store import events as events_repo
 from isthmus.store import queue
 from isthmus.store import subscriptions as subscriptions_repo
 from isthmus.store.db import Store
-from isthmus.store.queue import NewJob
 from isthmus.store.types import utcnow
 from isthmus.webhooks.event_types import EventTypeService
 from isthmus.webhooks.retry import first_attempt_at
