@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from webhook_support import LocalServer
 
 from isthmus.store.db import Store
 from isthmus.store.tables import deliveries, delivery_attempts, jobs, webhook_subscriptions
@@ -41,37 +42,20 @@ class Hit:
     hex_ok: list[str] = field(default_factory=list)
 
 
-class ScriptedReceiver:
+class ScriptedReceiver(LocalServer):
     """An aiohttp server on 127.0.0.1. Each path answers the next step of its script, then
     200 once the script is used up; ``/slow/<seconds>`` sleeps, then answers 200."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.secrets: list[str] = []
         self.scripts: dict[str, list[Step]] = {}
         self.hits: list[Hit] = []
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    def url(self, path: str = "/ok") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
 
     def script(self, path: str, steps: Iterable[Step]) -> None:
         self.scripts[path] = list(steps)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def on(self, path: str) -> list[Hit]:
         return [h for h in self.hits if h.path == path]

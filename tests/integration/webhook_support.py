@@ -50,12 +50,10 @@ class Received:
     hex_ok: list[str] = field(default_factory=list)
 
 
-class Receiver:
-    """An aiohttp server on 127.0.0.1: ``/ok`` answers 200, ``/fail`` 500; counts everything."""
+class LocalServer:
+    """An aiohttp server on 127.0.0.1 and a free port; every path goes to ``_handle``."""
 
     def __init__(self) -> None:
-        self.secrets: list[str] = []
-        self.received: list[Received] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -74,6 +72,18 @@ class Receiver:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
+
+
+class Receiver(LocalServer):
+    """An aiohttp server on 127.0.0.1: ``/ok`` answers 200, ``/fail`` 500; counts everything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.received: list[Received] = []
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
