@@ -80,6 +80,18 @@ class Settings(BaseSettings):
         description="Days finished webhook deliveries, their attempts and event payloads are "
         "kept; an hourly cleanup job deletes older ones.",
     )
+    integration_log_retention_days: int = Field(
+        14,
+        ge=1,
+        le=3650,
+        description="Days each integration's request log is kept; an hourly cleanup job "
+        "deletes older entries.",
+    )
+    public_url: str | None = Field(
+        None,
+        description="The hub's address as browsers reach it (e.g. https://hub.example.com), "
+        "for OAuth2 redirect URIs; default http://<host>:<port>.",
+    )
     worker_concurrency: int = Field(
         32, ge=1, le=1000, description="Jobs one worker process runs at a time."
     )
@@ -158,6 +170,14 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @property
+    def resolved_public_url(self) -> str:
+        """Where browsers reach the hub, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def is_sqlite(self) -> bool:

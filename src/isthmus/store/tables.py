@@ -209,3 +209,71 @@ delivery_attempts = sa.Table(
     sa.Column("error_message", sa.Text(), nullable=True),
     sa.Index(None, "delivery_id", "attempted_at"),
 )
+
+# -- connectors -------------------------------------------------------------------------------
+
+# An OAuth2 authorization in flight: the state sent to the provider, bound to one tenant and
+# integration, with its PKCE verifier; used once, short-lived.
+oauth_states = sa.Table(
+    "oauth_states",
+    metadata,
+    sa.Column("state", sa.String(100), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column(
+        "integration_id",
+        sa.String(40),
+        sa.ForeignKey("integrations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("code_verifier", sa.String(200), nullable=False),
+    sa.Column("redirect_uri", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "expires_at"),
+)
+
+# An integration's OAuth2 tokens: the values are sealed in ``secrets`` (owner
+# ``oauth:<integration id>``); this row holds what is not secret and is the row a refresh
+# locks, so one process at a time refreshes (``version`` counts the refreshes).
+oauth_tokens = sa.Table(
+    "oauth_tokens",
+    metadata,
+    sa.Column(
+        "integration_id",
+        sa.String(40),
+        sa.ForeignKey("integrations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("token_type", sa.String(40), nullable=False),
+    sa.Column("scope", sa.Text(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Every outbound call an integration made: what was asked (URL with secrets redacted), what
+# came back, how long it took; kept for the retention window.
+integration_requests = sa.Table(
+    "integration_requests",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column(
+        "integration_id",
+        sa.String(40),
+        sa.ForeignKey("integrations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("level", sa.String(10), nullable=False),
+    sa.Column("method", sa.String(10), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("duration_ms", sa.Float(), nullable=False),
+    sa.Column("bytes", sa.Integer(), nullable=False),
+    sa.Column("error_class", sa.String(40), nullable=True),
+    sa.Column("message", sa.Text(), nullable=True),
+    sa.Index(None, "integration_id", "at"),
+    sa.Index(None, "at"),
+)
