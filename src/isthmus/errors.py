@@ -29,13 +29,16 @@ of its class (``retryable``), never re-derived from status codes downstream::
         │   ├── TLSFailure          handshake or certificate failed             tls
         │   └── NetworkError        reset, disconnect, broken reply (retryable) network
         ├── ResponseTooLarge        body over the response cap                  too_large
-        └── UpstreamStatusError     a non-2xx answer, from raise_for_status()   http_status
-            ├── UpstreamRedirected  3xx: redirects are never followed
-            ├── UpstreamAuthError   401, 403
-            ├── UpstreamNotFound    404
-            ├── UpstreamRateLimited 429; retry_after seconds (retryable)
-            ├── UpstreamUnavailable 5xx; retry_after when sent (retryable)
-            └── UpstreamRejected    any other 4xx; carries the body's message
+        ├── UpstreamStatusError     a non-2xx answer, from raise_for_status()   http_status
+        │   ├── UpstreamRedirected  3xx: redirects are never followed           redirected
+        │   ├── UpstreamAuthError   401, 403                                    auth
+        │   │   └── ReauthorizationNeeded  the grant is gone (invalid_grant)    reauthorize
+        │   ├── UpstreamNotFound    404                                         not_found
+        │   ├── UpstreamRateLimited 429; retry_after seconds (retryable)        rate_limited
+        │   ├── UpstreamUnavailable 5xx; retry_after when sent (retryable)      unavailable
+        │   └── UpstreamRejected    any other 4xx; carries the body's message   rejected
+        └── BadResponse             2xx but unusable: not JSON, no records      bad_response
+            └── PaginationLoop      the API sent a cursor it had sent before    pagination_loop
 
 The upstream classes are deliberately not AuthError, NotFound or RateLimited: those describe
 the hub's own caller (the API answers them with 401/404/429), an upstream's answer does not.
@@ -237,25 +240,55 @@ class UpstreamStatusError(OutboundError):
 
 class UpstreamRedirected(UpstreamStatusError):
     title = "Upstream redirected"
+    error_class = "redirected"
 
 
 class UpstreamAuthError(UpstreamStatusError):
     title = "Upstream refused the credentials"
+    error_class = "auth"
 
 
 class UpstreamNotFound(UpstreamStatusError):
     title = "Not found upstream"
+    error_class = "not_found"
 
 
 class UpstreamRateLimited(UpstreamStatusError):
     retryable = True
     title = "Rate limited upstream"
+    error_class = "rate_limited"
 
 
 class UpstreamUnavailable(UpstreamStatusError):
     retryable = True
     title = "Upstream unavailable"
+    error_class = "unavailable"
 
 
 class UpstreamRejected(UpstreamStatusError):
     title = "Upstream rejected the request"
+    error_class = "rejected"
+
+
+class ReauthorizationNeeded(UpstreamAuthError):
+    """The authorization server refused the refresh token (``invalid_grant``): a person has
+    to authorize the integration again."""
+
+    title = "Reauthorization needed"
+    error_class = "reauthorize"
+
+
+class BadResponse(OutboundError):
+    """A 2xx answer that cannot be used: not JSON, not the shape expected, or the data
+    selector finds nothing in it."""
+
+    title = "Unusable upstream response"
+    error_class = "bad_response"
+
+
+class PaginationLoop(BadResponse):
+    """The API handed back a cursor (or next URL) it had already sent in this run; following
+    it would loop for ever."""
+
+    title = "Pagination loop"
+    error_class = "pagination_loop"

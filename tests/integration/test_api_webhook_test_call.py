@@ -114,7 +114,7 @@ async def test_a_failing_endpoint_is_a_result_not_an_error(
     result = response.json()
     assert result["success"] is False
     assert result["statusCode"] == 500
-    assert result["error"] == "http_status"
+    assert result["error"] == "unavailable"
     assert "500" in result["errorMessage"]
     assert result["latencyMs"] > 0
     assert len(receiver.received) == 1

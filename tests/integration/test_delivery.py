@@ -163,7 +163,7 @@ async def test_500_then_200_is_delivered_on_the_second_attempt_at_the_scheduled_
     assert (delivery["status"], delivery["attempts"]) == ("delivered", 2)
     attempts = await attempt_rows(hub.store, delivery["id"])
     assert [a["status_code"] for a in attempts] == [500, 200]
-    assert attempts[0]["error_class"] == "http_status"
+    assert attempts[0]["error_class"] == "unavailable"
     assert "500" in attempts[0]["error_message"]
     assert all(receiver.verified(h) for h in receiver.hits)
     assert {h.headers["webhook-id"] for h in receiver.hits} == {delivery["id"]}

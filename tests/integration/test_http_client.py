@@ -29,6 +29,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from isthmus import __version__
 from isthmus.config import load_settings
 from isthmus.errors import (
+    BadResponse,
     BlockedAddress,
     ConfigError,
     ConnectionRefused,
@@ -38,6 +39,8 @@ from isthmus.errors import (
     NetworkError,
     OutboundError,
     OutboundTimeout,
+    PaginationLoop,
+    ReauthorizationNeeded,
     ResponseTooLarge,
     TLSFailure,
     TransportError,
@@ -608,7 +611,7 @@ async def test_raise_for_status_maps_statuses(
     error = caught.value
     assert error.status == response.status
     assert (error.error_class, error.retryable, error.retry_after) == (
-        "http_status",
+        kind.error_class,
         retryable,
         retry_after,
     )
@@ -716,12 +719,15 @@ def test_upstream_errors_are_not_the_hubs_own_auth_not_found_or_rate_limit() -> 
         (TLSFailure, "tls", False),
         (NetworkError, "network", True),
         (ResponseTooLarge, "too_large", False),
-        (UpstreamRedirected, "http_status", False),
-        (UpstreamAuthError, "http_status", False),
-        (UpstreamNotFound, "http_status", False),
-        (UpstreamRateLimited, "http_status", True),
-        (UpstreamUnavailable, "http_status", True),
-        (UpstreamRejected, "http_status", False),
+        (UpstreamRedirected, "redirected", False),
+        (UpstreamAuthError, "auth", False),
+        (UpstreamNotFound, "not_found", False),
+        (UpstreamRateLimited, "rate_limited", True),
+        (UpstreamUnavailable, "unavailable", True),
+        (UpstreamRejected, "rejected", False),
+        (ReauthorizationNeeded, "reauthorize", False),
+        (BadResponse, "bad_response", False),
+        (PaginationLoop, "pagination_loop", False),
     ],
 )
 def test_every_error_class_knows_its_name_and_whether_to_retry(

@@ -281,19 +281,19 @@ def test_parse_schedule_refuses(value: object, field: str, message: str) -> None
     [
         (
             UpstreamRateLimited("slow down", status=429, retry_after=30.0),
-            Outcome(success=False, status=429, error_class="http_status", retry_after=30.0),
+            Outcome(success=False, status=429, error_class="rate_limited", retry_after=30.0),
         ),
         (
             UpstreamUnavailable("down", status=503, retry_after=None),
-            Outcome(success=False, status=503, error_class="http_status"),
+            Outcome(success=False, status=503, error_class="unavailable"),
         ),
         (
             UpstreamRejected("gone", status=410),
-            Outcome(success=False, status=410, error_class="http_status", gone=True),
+            Outcome(success=False, status=410, error_class="rejected", gone=True),
         ),
         (
             UpstreamRedirected("moved", status=302),
-            Outcome(success=False, status=302, error_class="http_status"),
+            Outcome(success=False, status=302, error_class="redirected"),
         ),
         (OutboundTimeout("slow"), Outcome(success=False, error_class="timeout")),
         (ConnectionRefused("no"), Outcome(success=False, error_class="refused")),

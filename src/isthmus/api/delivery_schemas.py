@@ -65,7 +65,7 @@ class AttemptOut(Out):
     latency_ms: float | None
     error_class: str | None = Field(
         description="Why it failed: blocked, refused, timeout, dns, tls, network, too_large, "
-        "http_status, ..."
+        "unavailable, ..."
     )
     error_message: str | None
 

@@ -370,7 +370,7 @@ class WebhookTestOut(Out):
     status_code: int | None = Field(description="The endpoint's status, if it answered.")
     latency_ms: float
     error: str | None = Field(
-        None, description="Why it failed: blocked, refused, timeout, dns, http_status, ..."
+        None, description="Why it failed: blocked, refused, timeout, dns, unavailable, ..."
     )
     error_message: str | None = None
 

@@ -20,7 +20,7 @@ TEST_DATA = {"test": True}
 @dataclass(frozen=True)
 class ProbeResult:
     """How the endpoint answered: ``status_code`` when a response came back; ``error`` is the
-    failure's ``error_class`` (blocked, refused, timeout, http_status, ...) and
+    failure's ``error_class`` (blocked, refused, timeout, unavailable, ...) and
     ``error_message`` says more, with the URL's secrets redacted."""
 
     success: bool

@@ -87,7 +87,7 @@ class Outcome:
     """What one delivery attempt produced.
 
     ``status`` is the HTTP status when a response came back; ``error_class`` names the failure
-    (``OutboundError.error_class``: timeout, refused, http_status, ...); ``retry_after`` is the
+    (``OutboundError.error_class``: timeout, refused, unavailable, ...); ``retry_after`` is the
     already parsed Retry-After in seconds; ``gone`` is a 410, which disables the subscription.
     """
 
