@@ -277,3 +277,100 @@ integration_requests = sa.Table(
     sa.Index(None, "integration_id", "at"),
     sa.Index(None, "at"),
 )
+
+# -- contacts and scheduled sync ----------------------------------------------------------------
+
+# The canonical contact; ``hash`` is over the mapped fields, so a re-sync of unchanged data
+# writes nothing. ``sources``: [{"integrationId", "externalId"}, ...].
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("first_name", sa.String(200), nullable=True),
+    sa.Column("last_name", sa.String(200), nullable=True),
+    sa.Column("phone", sa.String(100), nullable=True),
+    sa.Column("company", sa.String(300), nullable=True),
+    sa.Column("job_title", sa.String(300), nullable=True),
+    sa.Column("custom", JSONType, nullable=False),
+    sa.Column("sources", JSONType, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "email"),
+    sa.Index(None, "tenant_id", "id"),
+)
+
+# One sync of one integration: counts, outcome, and the checkpoint an interrupted run resumes
+# from (the paginator's position after the last page written).
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column(
+        "integration_id",
+        sa.String(40),
+        sa.ForeignKey("integrations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("trigger", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("fetched", sa.Integer(), nullable=False),
+    sa.Column("created", sa.Integer(), nullable=False),
+    sa.Column("updated", sa.Integer(), nullable=False),
+    sa.Column("unchanged", sa.Integer(), nullable=False),
+    sa.Column("skipped", sa.Integer(), nullable=False),
+    sa.Column("skipped_reasons", JSONType, nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("error_class", sa.String(40), nullable=True),
+    sa.Column("checkpoint", JSONType, nullable=True),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Index(None, "integration_id", "id"),
+    sa.Index(None, "tenant_id", "status"),
+)
+
+# Polling settings of one integration, and where its schedule stands.
+polling_settings = sa.Table(
+    "polling_settings",
+    metadata,
+    sa.Column(
+        "integration_id",
+        sa.String(40),
+        sa.ForeignKey("integrations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("frequency", sa.String(20), nullable=False),
+    sa.Column("cron", sa.String(120), nullable=True),
+    sa.Column("time_of_day", sa.String(5), nullable=True),
+    sa.Column("day_of_week", sa.Integer(), nullable=True),
+    sa.Column("day_of_month", sa.Integer(), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("max_retries", sa.Integer(), nullable=False),
+    sa.Column("retry_count", sa.Integer(), nullable=False),
+    sa.Column("next_poll_at", UTCDateTime(), nullable=True),
+    sa.Column("last_poll_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "enabled", "next_poll_at"),
+)
+
+# Where an incremental sync picks up: the saved cursor or updated-since value.
+sync_state = sa.Table(
+    "sync_state",
+    metadata,
+    sa.Column(
+        "integration_id",
+        sa.String(40),
+        sa.ForeignKey("integrations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("state", JSONType, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
