@@ -332,6 +332,14 @@ sync_runs = sa.Table(
     sa.Column("attempt", sa.Integer(), nullable=False),
     sa.Index(None, "integration_id", "id"),
     sa.Index(None, "tenant_id", "status"),
+    # At most one queued or running run per integration, whichever process asks.
+    sa.Index(
+        "uq_sync_runs_active_integration",
+        "integration_id",
+        unique=True,
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
+        sqlite_where=sa.text("status IN ('queued', 'running')"),
+    ),
 )
 
 # Polling settings of one integration, and where its schedule stands.
