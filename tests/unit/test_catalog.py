@@ -238,7 +238,8 @@ BAD: list[tuple[str, Any, Any, str, str]] = [
         cfg(auth={"type": "kerberos"}),
         {},
         "config.auth.type",
-        "must be one of bearer, header, query, basic, oauth2_client_credentials, none",
+        "must be one of bearer, header, query, basic, oauth2_client_credentials, "
+        "oauth2_authorization_code, none",
     ),
     ("auth-not-object", cfg(auth="bearer"), {}, "config.auth", "must be an object"),
     ("config-not-object", [], {}, "config", "must be an object"),

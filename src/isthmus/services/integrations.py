@@ -24,6 +24,7 @@ from isthmus.services.audit import record
 from isthmus.services.credentials import SecretBox
 from isthmus.store import integrations as repo
 from isthmus.store.db import Store
+from isthmus.store.oauth import token_owner
 from isthmus.store.types import utcnow
 from isthmus.vault import Vault
 
@@ -292,6 +293,8 @@ class IntegrationService:
         async with self.store.transaction() as conn:
             current = await self._load(conn, actor.tenant_id, integration_id)
             await self.secret_box(actor.tenant_id, integration_id).remove(conn)
+            # Its OAuth2 tokens too (their rows go by cascade; ``secrets`` has no foreign key).
+            await SecretBox(self.vault, actor.tenant_id, token_owner(integration_id)).remove(conn)
             await repo.delete(conn, actor.tenant_id, integration_id)
             diff = {"name": current.name, "provider": current.provider}
             await record(conn, actor, "integration.delete", RESOURCE, integration_id, diff)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -110,3 +111,26 @@ async def query(
 async def all_for(conn: AsyncConnection, tenant_id: str) -> list[Integration]:
     q = integrations.select().where(integrations.c.tenant_id == tenant_id)
     return [_row(r) for r in await conn.execute(q.order_by(integrations.c.name))]
+
+
+async def set_status(
+    conn: AsyncConnection,
+    tenant_id: str,
+    integration_id: str,
+    status: IntegrationStatus,
+    message: str | None,
+    *,
+    now: datetime,
+    verified: bool = False,
+) -> bool:
+    """Set an integration's status and status message (and ``verified_at`` to ``now`` when
+    ``verified``); False when there is no such integration."""
+    values: dict[str, Any] = {"status": str(status), "status_message": message, "updated_at": now}
+    if verified:
+        values["verified_at"] = now
+    result = await conn.execute(
+        integrations.update()
+        .where(integrations.c.tenant_id == tenant_id, integrations.c.id == integration_id)
+        .values(**values)
+    )
+    return result.rowcount > 0
