@@ -337,6 +337,34 @@ async def test_each_paginator_walks_the_whole_listing(
     assert all(page.response.status == 200 for page in pages)
 
 
+@pytest.mark.parametrize(
+    ("path", "paginator", "selector"),
+    [
+        ("/page", PageNumberPaginator(page_size=SIZE, page_size_param="per_page"), "data"),
+        ("/offset", OffsetPaginator(limit=SIZE), "items"),
+        ("/cursor", CursorPaginator(cursor_path="paging.next.after", cursor_param="after"), None),
+        ("/next", NextURLPaginator(next_url_path="links.next"), "data"),
+        ("/link", LinkHeaderPaginator(), None),
+        ("/header", HeaderCursorPaginator(cursor_header="X-Next-Cursor"), "rows"),
+    ],
+    ids=["page", "offset", "cursor", "next_url", "link_header", "header_cursor"],
+)
+async def test_a_walk_resumes_from_a_saved_next_request(
+    make: Any, server: FakeAPI, path: str, paginator: Paginator, selector: str | None
+) -> None:
+    async with make() as api:
+        walked = api.paginate(path, paginator=paginator, selector=selector)
+        first = await anext(walked)
+        await walked.aclose()  # interrupted after the first page
+        assert first.next is not None
+        hits_before = len(server.hits)
+        rest = await collect(api, path, paginator=paginator, selector=selector, resume=first.next)
+
+    assert ids([first, *rest]) == IDS  # nothing fetched twice, nothing missed
+    assert len(server.hits) - hits_before == len(rest)
+    assert rest[-1].next is None
+
+
 async def test_next_url_pages_carry_the_query_the_api_gave(make: Any, server: FakeAPI) -> None:
     async with make() as api:
         await collect(

@@ -235,6 +235,7 @@ class APIClient:
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
         max_pages: int | None = None,
+        resume: Request | None = None,
     ) -> AsyncIterator[Page]:
         """The pages of a listing, each with its records (selected by the dotted path
         ``selector``, see :func:`~isthmus.connectors.selector.select_records`, then
@@ -244,19 +245,25 @@ class APIClient:
         The next page's request is worked out as soon as a page arrives, so a response
         that cannot be paged on (a pagination loop, a next URL on another host) fails with
         the call that brought it, and the request log shows it there.
+
+        ``resume`` continues an interrupted walk from a saved ``Page.next`` instead of the
+        first page.
         """
         pager = paginator or SinglePage()
         walk = pager.start()
         base = self.build(method, path, json=json, params=params, headers=headers)
         base.idempotent = idempotent
         request: Request | None = walk.first(base)
+        if resume is not None:
+            request = walk.resume(resume)
         number = 0
         while request is not None:
             number += 1
             last = max_pages is not None and number >= max_pages
             read = self._page_reader(walk, request, selector, last)
             response, (records, request) = await self._send(request, True, read)
-            yield Page(number, records, response, announced_total(pager, response.body))
+            total = announced_total(pager, response.body)
+            yield Page(number, records, response, total, request.copy() if request else None)
 
     # -- the machinery -----------------------------------------------------------------------
 

@@ -95,6 +95,14 @@ class _Walk:
         self._begin(first)
         return first
 
+    def resume(self, request: Request) -> Request:
+        resumed = _copy(request)
+        self._restore(resumed)
+        return resumed
+
+    def _restore(self, request: Request) -> None:
+        """Take up the position ``request`` stands for (a walk that counts pages itself)."""
+
     def next(
         self, request: Request, response: Response, records: Sequence[Record]
     ) -> Request | None:
@@ -199,6 +207,9 @@ class _PageWalk(_Walk):
         self._page = rules.start_page
         self._last: list[Record] | None = None
 
+    def _restore(self, request: Request) -> None:
+        self._page = _int_param(request, self.rules.page_param, self._page)
+
     def _begin(self, request: Request) -> None:
         request.set_param(self.rules.page_param, str(self._page))
         if self.rules.page_size is not None and self.rules.page_size_param:
@@ -241,6 +252,9 @@ class _OffsetWalk(_Walk):
         super().__init__(rules)
         self._offset = rules.start_offset
         self._last: list[Record] | None = None
+
+    def _restore(self, request: Request) -> None:
+        self._offset = _int_param(request, self.rules.offset_param, self._offset)
 
     def _begin(self, request: Request) -> None:
         request.set_param(self.rules.offset_param, str(self._offset))
@@ -404,6 +418,13 @@ class _NextURLWalk(_Walk):
         following.url = str(target.with_query(None).with_fragment(None))
         following.params = [(k, v) for k, v in target.query.items()]
         return following
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    for key, value in reversed(request.params):
+        if key == name and value.lstrip("-").isdigit():
+            return int(value)
+    return default
 
 
 _LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")

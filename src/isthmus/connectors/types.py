@@ -96,6 +96,9 @@ class Page:
     response: Response
     #: The total the API announced for the whole listing, when it says (a ``total`` field).
     total: int | None = None
+    #: The request for the page after this one (``None``: this was the last); a sync saves
+    #: it as its checkpoint and resumes from it.
+    next: Request | None = None
 
 
 class Auth(Protocol):
@@ -124,6 +127,11 @@ class PageWalk(Protocol):
         """The next page's request after ``request`` got ``response`` with ``records``, or
         ``None`` when the listing is done. Raises ``PaginationLoop`` for a cursor (or next
         URL) already followed in this walk."""
+        ...
+
+    def resume(self, request: Request) -> Request:
+        """Continue a walk interrupted before ``request`` (a ``Page.next`` saved earlier),
+        after ``first``: the walk takes up its position from the request."""
         ...
 
 
