@@ -37,8 +37,10 @@ of its class (``retryable``), never re-derived from status codes downstream::
         │   ├── UpstreamRateLimited 429; retry_after seconds (retryable)        rate_limited
         │   ├── UpstreamUnavailable 5xx; retry_after when sent (retryable)      unavailable
         │   └── UpstreamRejected    any other 4xx; carries the body's message   rejected
-        └── BadResponse             2xx but unusable: not JSON, no records      bad_response
-            └── PaginationLoop      the API sent a cursor it had sent before    pagination_loop
+        ├── BadResponse             2xx but unusable: not JSON, no records      bad_response
+        │   └── PaginationLoop      the API sent a cursor it had sent before    pagination_loop
+        └── BudgetExhausted         the integration's own rate budget has no    budget
+                                    room within its maximum wait (retryable)
 
 The upstream classes are deliberately not AuthError, NotFound or RateLimited: those describe
 the hub's own caller (the API answers them with 401/404/429), an upstream's answer does not.
@@ -292,3 +294,16 @@ class PaginationLoop(BadResponse):
 
     title = "Pagination loop"
     error_class = "pagination_loop"
+
+
+class BudgetExhausted(OutboundError):
+    """The integration's own rate-limit budget has no room for a call within its maximum
+    wait; ``retry_after`` says when there will be (nothing was sent)."""
+
+    retryable = True
+    title = "Rate budget exhausted"
+    error_class = "budget"
+
+    def __init__(self, message: str, *, retry_after: float, url: str | None = None) -> None:
+        super().__init__(message, url=url)
+        self.retry_after = retry_after

@@ -1,0 +1,87 @@
+"""Retention of the integrations' request log: a recurring ``connectors.request_log_retention``
+job deletes entries older than ``integration_log_retention_days``, then queues its own next
+run an hour later.
+
+Wiring (``isthmus.runtime``)::
+
+    handlers[request_log_retention.KIND] = request_log_retention.handler(
+        hub.settings.integration_log_retention_days
+    )
+    await request_log_retention.ensure_scheduled(hub.store)  # when a worker process starts
+
+The chain is kept single as the delivery log's is (``isthmus.webhooks.retention``): the
+schedule is checked and extended under a lock, and a failed run is tried again later
+rather than given up. Purging is idempotent, so a duplicate run would do no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from isthmus.store import delivery_log as schedule
+from isthmus.store import integration_requests as repo
+from isthmus.store import queue
+from isthmus.store.db import Store
+from isthmus.store.types import utcnow
+from isthmus.worker import Handler, Job, LeaseLost, RetryLater
+
+log = logging.getLogger("isthmus.connectors.request_log_retention")
+
+KIND = "connectors.request_log_retention"
+#: How often the cleanup runs.
+INTERVAL = timedelta(hours=1)
+#: Entries deleted per transaction: short transactions, short locks.
+BATCH = 5000
+#: A failed run is tried again this much later.
+RETRY_DELAY = 300.0
+
+
+async def purge(store: Store, days: int, *, now: datetime | None = None, batch: int = BATCH) -> int:
+    """Delete every entry older than ``days``, batch by batch; how many went."""
+    before = (now or utcnow()) - timedelta(days=days)
+    gone = 0
+    while True:
+        async with store.transaction() as conn:
+            deleted = await repo.purge(conn, before=before, limit=batch)
+        gone += deleted
+        if deleted < batch:
+            return gone
+
+
+async def ensure_scheduled(store: Store, *, now: datetime | None = None) -> bool:
+    """Queue a run, due now, unless one is queued or running; True if queued. Call it when a
+    worker process starts."""
+    async with store.transaction() as conn:
+        await schedule.lock_schedule(conn, KIND)
+        if await schedule.live_jobs(conn, KIND):
+            return False
+        await queue.enqueue(conn, kind=KIND, payload={}, run_at=now, now=now)
+    return True
+
+
+def handler(days: int, *, interval: timedelta = INTERVAL, batch: int = BATCH) -> Handler:
+    """The job handler keeping ``days`` of log: purge, then queue the next run ``interval``
+    later and complete this one, in one transaction."""
+
+    async def run(job: Job) -> None:
+        now = job.clock()
+        try:
+            gone = await purge(job.store, days, now=now, batch=batch)
+            async with job.store.transaction() as conn:
+                await schedule.lock_schedule(conn, KIND)
+                # Queued ones only: a duplicate run going on at the same time decides for
+                # itself after this transaction (the lock), and then sees ours.
+                if not await schedule.live_jobs(conn, KIND, running=False):
+                    await queue.enqueue(conn, kind=KIND, payload={}, run_at=now + interval, now=now)
+                await job.complete_in(conn)
+        except LeaseLost:
+            raise  # another worker has this run now; it schedules the next one
+        except Exception as exc:
+            # RetryLater is not counted against the attempt limit: the one job that keeps
+            # the chain alive is never given up.
+            log.exception("request log retention failed; trying again in %.0f s", RETRY_DELAY)
+            raise RetryLater(f"retention failed: {exc}", delay=RETRY_DELAY) from exc
+        log.info("request log retention (%d days): purged %d entries", days, gone)
+
+    return run
