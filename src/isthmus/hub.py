@@ -9,13 +9,19 @@ from limits.aio.storage import Storage
 
 from isthmus.config import Settings
 from isthmus.connectors.catalog import Catalog, load_catalog
+from isthmus.connectors.oauth import OAuthService
 from isthmus.http import OutboundHTTP
 from isthmus.ratelimit_storage import close_storage, make_storage
 from isthmus.services.access import AccessService
 from isthmus.services.audit import AuditService
+from isthmus.services.connections import ConnectionService
+from isthmus.services.contacts import ContactService
 from isthmus.services.integrations import IntegrationService
 from isthmus.services.master_keys import MasterKeyService
+from isthmus.services.polling import PollingService
+from isthmus.services.sync_runs import SyncRunService
 from isthmus.store.db import Store, make_engine
+from isthmus.sync.runner import SyncRunner
 from isthmus.vault import KeyFile, Vault
 from isthmus.webhooks.delivery import DeliveryHandler
 from isthmus.webhooks.event_types import EventTypeService
@@ -46,6 +52,16 @@ class Hub:
     events: PublishService
     # The webhook.deliver job handler (run by ``isthmus.runtime``).
     deliver: DeliveryHandler
+    contacts: ContactService
+    # OAuth2 authorization of integrations, and their stored tokens.
+    oauth: OAuthService
+    # Polling settings, sync requests and the rules at the end of a sync run.
+    polling: PollingService
+    # Integrations opened for calls, and their connection tests.
+    connections: ConnectionService
+    sync_runs: SyncRunService
+    # The integration.sync job handler (run by ``isthmus.runtime``).
+    sync: SyncRunner
 
     @classmethod
     def build(cls, settings: Settings) -> Hub:
@@ -65,6 +81,12 @@ class Hub:
         event_types = EventTypeService(store)
         limiter_storage = make_storage(settings.redis_url)
         throttle = Throttle(store, limiter_storage)
+        integrations = IntegrationService(store, vault, catalog)
+        oauth = OAuthService(store, vault, outbound, public_url=settings.resolved_public_url)
+        connections = ConnectionService(
+            store, integrations, catalog, outbound, oauth, limiter_storage
+        )
+        polling = PollingService(store)
         return cls(
             settings=settings,
             store=store,
@@ -72,7 +94,7 @@ class Hub:
             catalog=catalog,
             access=AccessService(store),
             audit=AuditService(store),
-            integrations=IntegrationService(store, vault, catalog),
+            integrations=integrations,
             master_keys=master_keys,
             limiter_storage=limiter_storage,
             outbound=outbound,
@@ -80,6 +102,14 @@ class Hub:
             webhooks=SubscriptionService(store, vault, outbound, event_types),
             events=PublishService(store, max_payload_bytes=settings.webhook_max_payload_bytes),
             deliver=DeliveryHandler(store, vault, outbound, throttle),
+            contacts=ContactService(store, max_payload_bytes=settings.webhook_max_payload_bytes),
+            oauth=oauth,
+            connections=connections,
+            polling=polling,
+            sync_runs=SyncRunService(store, polling),
+            sync=SyncRunner(
+                store, connections, max_payload_bytes=settings.webhook_max_payload_bytes
+            ),
         )
 
     async def close(self) -> None:

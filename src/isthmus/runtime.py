@@ -14,7 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from isthmus.connectors import request_log_retention
 from isthmus.hub import Hub
+from isthmus.scheduler import run_scheduler
+from isthmus.store.sync_runs import SYNC_KIND
 from isthmus.webhooks import retention
 from isthmus.webhooks.publish import DELIVER
 from isthmus.worker import Handler, run_worker
@@ -27,20 +30,32 @@ def job_handlers(hub: Hub) -> dict[str, Handler]:
     return {
         DELIVER: hub.deliver,
         retention.KIND: retention.handler(hub.settings.webhook_retention_days),
+        SYNC_KIND: hub.sync,
+        request_log_retention.KIND: request_log_retention.handler(
+            hub.settings.integration_log_retention_days
+        ),
     }
 
 
 async def run_workers(hub: Hub, stop: asyncio.Event) -> None:
-    """Run the hub's handlers until ``stop`` is set, then drain (see ``isthmus.worker``)."""
-    # The hourly cleanup keeps itself going once queued; every worker makes sure it is.
+    """Run the hub's handlers and the sync scheduler until ``stop`` is set, then drain (see
+    ``isthmus.worker``). Every worker process ticks the scheduler: it hands each due sync to
+    the queue once, whichever process ticks first."""
+    # The hourly cleanups keep themselves going once queued; every worker makes sure they are.
     await retention.ensure_scheduled(hub.store)
-    await run_worker(
-        hub.store,
-        job_handlers(hub),
-        stop,
-        concurrency=hub.settings.worker_concurrency,
-        lease_seconds=hub.settings.worker_lease_seconds,
-    )
+    await request_log_retention.ensure_scheduled(hub.store)
+    scheduler = asyncio.create_task(run_scheduler(hub, stop), name="scheduler")
+    try:
+        await run_worker(
+            hub.store,
+            job_handlers(hub),
+            stop,
+            concurrency=hub.settings.worker_concurrency,
+            lease_seconds=hub.settings.worker_lease_seconds,
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(scheduler, return_exceptions=True)
 
 
 def with_workers(app: FastAPI, hub: Hub) -> FastAPI:

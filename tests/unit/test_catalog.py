@@ -331,7 +331,7 @@ def test_all_errors_reported_at_once_in_path_order(spec: ProviderSpec) -> None:
         FieldError(
             "config.extra",
             "is not a known setting; expected one of apiEndpoint, method, headers, auth, "
-            "pagination, dataSelector, fieldMapping, rateLimit",
+            "pagination, dataSelector, fieldMapping, rateLimit, incremental",
         ),
         FieldError("config.method", "must be a string"),
         FieldError(

@@ -15,11 +15,17 @@ from isthmus.api.ratelimit import RateLimitMiddleware
 from isthmus.api.routes import (
     api_keys,
     audit,
+    connection_checks,
+    contacts,
     deliveries,
     event_types,
     events,
     health,
+    integration_activity,
     integrations,
+    oauth,
+    polling,
+    sync_runs,
     webhooks,
 )
 from isthmus.config import Settings
@@ -60,6 +66,9 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     # deliveries before webhooks: /webhooks/deliveries/{id} is not /webhooks/{id}.
     for module in (
         health,
+        connection_checks,
+        integration_activity,
+        polling,
         integrations,
         api_keys,
         audit,
@@ -67,6 +76,9 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
         events,
         deliveries,
         webhooks,
+        contacts,
+        oauth,
+        sync_runs,
     ):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

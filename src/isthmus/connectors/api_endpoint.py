@@ -9,14 +9,22 @@ request that lists the records, and detects the fields of what came back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from isthmus.connectors.client import APIClient
 from isthmus.connectors.pagination_config import paginator_from_config
 from isthmus.connectors.retry import RetryPolicy
-from isthmus.connectors.types import Auth, CallObserver, Page, Paginator, RateLimiter, Record
+from isthmus.connectors.types import (
+    Auth,
+    CallObserver,
+    Page,
+    Paginator,
+    RateLimiter,
+    Record,
+    Request,
+)
 from isthmus.http import OutboundHTTP
 
 PROVIDER = "api_endpoint"
@@ -82,14 +90,23 @@ class Endpoint:
     async def close(self) -> None:
         await self.client.close()
 
-    def pages(self, *, max_pages: int | None = None) -> AsyncIterator[Page]:
-        """The listing's pages, first to last (or ``max_pages``)."""
+    def pages(
+        self,
+        *,
+        max_pages: int | None = None,
+        resume: Request | None = None,
+        params: Sequence[tuple[str, str]] | None = None,
+    ) -> AsyncIterator[Page]:
+        """The listing's pages, first to last (or ``max_pages``); from a saved ``Page.next``
+        with ``resume``; ``params`` are added to the first request (e.g. updated-since)."""
         return self.client.paginate(
             "",
             paginator=self.listing.paginator,
             selector=self.listing.selector,
             method=self.listing.method,
+            params=list(params) if params else None,
             max_pages=max_pages,
+            resume=resume,
         )
 
 

@@ -105,13 +105,25 @@ class ConnectionService:
         return found
 
     async def open(
-        self, tenant_id: str, integration_id: str, *, retry: RetryPolicy | None = None
+        self,
+        tenant_id: str,
+        integration_id: str,
+        *,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Endpoint:
-        """The saved integration, ready to call: its auth, budget and request log."""
+        """The saved integration, ready to call: its auth, budget and request log. ``clock``
+        (epoch seconds) is the budget's: a job passes its own, so time is one thing to it."""
         integration = await self._integration(tenant_id, integration_id)
-        return await self._open(integration, retry=retry)
+        return await self._open(integration, retry=retry, clock=clock)
 
-    async def _open(self, integration: Integration, *, retry: RetryPolicy | None) -> Endpoint:
+    async def _open(
+        self,
+        integration: Integration,
+        *,
+        retry: RetryPolicy | None,
+        clock: Callable[[], float] = time.time,
+    ) -> Endpoint:
         _require_supported(integration.provider)
         credentials = await self.integrations.credentials(integration.tenant_id, integration.id)
         auth = auth_for(
@@ -127,7 +139,10 @@ class ConnectionService:
             http=self.outbound,
             observer=RequestLog(self.store, integration.tenant_id, integration.id),
             rate_limit=budget_for(
-                integration.id, integration.config.get("rateLimit"), self.limiter_storage
+                integration.id,
+                integration.config.get("rateLimit"),
+                self.limiter_storage,
+                clock=clock,
             ),
             retry=retry,
         )

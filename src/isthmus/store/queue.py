@@ -460,3 +460,18 @@ async def purge_finished(conn: AsyncConnection, *, before: datetime) -> int:
         )
     )
     return result.rowcount
+
+
+async def holds_lease_in(conn: AsyncConnection, job_id: str, lease_token: str) -> bool:
+    """In the caller's transaction: is the job still running under ``lease_token``? On
+    PostgreSQL the row stays share-locked until the transaction ends, so no other worker can
+    rescue the job meanwhile (claims skip locked rows); SQLite's write lock already does it.
+    For a long handler that commits work in steps, each fenced by its lease."""
+    query = sa.select(jobs.c.id).where(
+        jobs.c.id == job_id,
+        jobs.c.lease_token == lease_token,
+        jobs.c.status == JobStatus.RUNNING.value,
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    return (await conn.execute(query)).first() is not None

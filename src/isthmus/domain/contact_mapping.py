@@ -1,0 +1,304 @@
+"""Field mapping: how a provider's record becomes a canonical contact. Pure.
+
+A record becomes a contact through a :class:`FieldMapping`. For each canonical field the
+mapping tries, in order:
+
+1. the path the user set for it (``fieldMapping`` in the integration's config), and only
+   that: a user's mapping is never second-guessed;
+2. otherwise the provider's default paths (:data:`PROVIDER_DEFAULTS`), then auto-matching:
+   a top-level key whose name equals the field's name or one of its few aliases
+   (:data:`AUTO_MATCH`) once case, ``_``, ``-`` and spaces are ignored, so ``first_name``,
+   ``FirstName`` and ``firstname`` all fill ``firstName``.
+
+Paths are dotted (``properties.email``; a number indexes a list: ``emails.0.value``). Source
+fields nobody mapped are dropped; ``custom.<name>: <path>`` keeps one in the contact's custom
+fields. A record without a usable email is :class:`Skipped` with a reason that names no
+value, so reasons can be counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from isthmus.domain.contacts import (
+    CANONICAL_FIELDS,
+    MAX_CUSTOM_NAME,
+    MAX_LENGTHS,
+    Mapped,
+    clean_text,
+    email_problem,
+    normalise_email,
+)
+from isthmus.errors import FieldError, InvalidInput
+
+CUSTOM_PREFIX = "custom."
+EXTERNAL_ID = "externalId"
+
+#: Auto-matching: per canonical field the key names that fill it, folded (lower case, no
+#: ``_``, ``-`` or spaces), best first. Short on purpose: a wrong guess is worse than none.
+AUTO_MATCH: dict[str, tuple[str, ...]] = {
+    "email": ("email", "emailaddress"),
+    "firstName": ("firstname", "givenname"),
+    "lastName": ("lastname", "surname", "familyname"),
+    "phone": ("phone", "phonenumber"),
+    "company": ("company", "companyname", "organization", "organisation"),
+    "jobTitle": ("jobtitle", "title"),
+}
+
+
+@dataclass(frozen=True)
+class ProviderDefaults:
+    """Where a provider keeps each canonical field (paths tried in order) and its record id."""
+
+    fields: Mapping[str, tuple[str, ...]]
+    external_id: str = "id"
+
+
+#: Per provider name. ``api_endpoint`` (the generic API) has none: auto-matching does it.
+PROVIDER_DEFAULTS: dict[str, ProviderDefaults] = {
+    "hubspot": ProviderDefaults(
+        {
+            "email": ("properties.email",),
+            "firstName": ("properties.firstname",),
+            "lastName": ("properties.lastname",),
+            "phone": ("properties.phone", "properties.mobilephone"),
+            "company": ("properties.company",),
+            "jobTitle": ("properties.jobtitle",),
+        }
+    ),
+    "salesforce": ProviderDefaults(
+        {
+            "email": ("Email",),
+            "firstName": ("FirstName",),
+            "lastName": ("LastName",),
+            "phone": ("Phone", "MobilePhone"),
+            "company": ("Company", "Account.Name"),
+            "jobTitle": ("Title",),
+        },
+        external_id="Id",
+    ),
+    "zoho": ProviderDefaults(
+        {
+            "email": ("Email",),
+            "firstName": ("First_Name",),
+            "lastName": ("Last_Name",),
+            "phone": ("Phone", "Mobile"),
+            # A lookup field: {"name": ..., "id": ...} in API v2, a plain name in exports.
+            "company": ("Account_Name.name", "Account_Name"),
+            "jobTitle": ("Title",),
+        }
+    ),
+    "mailchimp": ProviderDefaults(
+        {
+            "email": ("email_address",),
+            "firstName": ("merge_fields.FNAME",),
+            "lastName": ("merge_fields.LNAME",),
+            "phone": ("merge_fields.PHONE",),
+        }
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A record that cannot become a contact; ``reason`` names no value, so it can be counted."""
+
+    reason: str
+    external_id: str | None = None
+
+
+@lru_cache(maxsize=4096)
+def fold(name: str) -> str:
+    """A field name with case, ``_``, ``-`` and spaces ignored."""
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+_CANONICAL_BY_FOLD = {fold(name): name for name in CANONICAL_FIELDS}
+_ALIASES: dict[str, tuple[str, int]] = {
+    alias: (name, rank)
+    for name, aliases in AUTO_MATCH.items()
+    for rank, alias in enumerate(aliases)
+}
+
+
+@dataclass(frozen=True)
+class _Path:
+    raw: str
+    parts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, raw: str) -> _Path:
+        return cls(raw, tuple(raw.split(".")))
+
+    def get(self, record: Mapping[str, Any]) -> Any:
+        # A key holding dots itself (``"properties.email": ...``) is taken as it is.
+        if self.raw in record:
+            return record[self.raw]
+        node: Any = record
+        for part in self.parts:
+            if isinstance(node, Mapping):
+                node = node.get(part)
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return None
+        return node
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """How one integration's records become contacts (see the module's docstring).
+
+    ``paths``: per canonical field, the paths tried in order; ``auto``: the fields that fall
+    back to auto-matching; ``custom``: custom field name -> path; ``external_id``: the path
+    of the record's id at the source.
+    """
+
+    paths: Mapping[str, tuple[_Path, ...]]
+    auto: frozenset[str]
+    custom: Mapping[str, _Path]
+    external_id: _Path
+
+    @classmethod
+    def build(cls, provider: str, user: Mapping[str, object] | None = None) -> FieldMapping:
+        """The mapping of an integration of ``provider`` whose user set ``user``
+        (``{"email": "contact.mail", "custom.plan": "subscription.plan", "externalId":
+        "uuid"}``). Keys are canonical fields (case, ``_`` and ``-`` ignored),
+        ``custom.<name>`` or ``externalId``; InvalidInput names each bad entry."""
+        defaults = PROVIDER_DEFAULTS.get(provider, ProviderDefaults({}))
+        chosen, custom, external_id = parse_user_mapping(user or {})
+        paths: dict[str, tuple[_Path, ...]] = {}
+        auto: set[str] = set()
+        for name in CANONICAL_FIELDS:
+            if name in chosen:
+                paths[name] = (_Path.of(chosen[name]),)
+            else:
+                paths[name] = tuple(_Path.of(p) for p in defaults.fields.get(name, ()))
+                auto.add(name)
+        return cls(
+            paths=paths,
+            auto=frozenset(auto),
+            custom={name: _Path.of(path) for name, path in custom.items()},
+            external_id=_Path.of(external_id or defaults.external_id),
+        )
+
+
+def parse_user_mapping(
+    user: Mapping[str, object],
+) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """A user's mapping split into (canonical field -> path, custom name -> path, external id
+    path); InvalidInput with one error per bad entry (``fieldMapping.<key>``)."""
+    chosen: dict[str, str] = {}
+    custom: dict[str, str] = {}
+    external_id: str | None = None
+    errors: list[FieldError] = []
+    for key, path in user.items():
+        where = f"fieldMapping.{key}"
+        if not isinstance(path, str) or not path.strip() or any(p == "" for p in path.split(".")):
+            errors.append(FieldError(where, "must be a dotted path such as properties.email"))
+            continue
+        if key.startswith(CUSTOM_PREFIX):
+            name = key[len(CUSTOM_PREFIX) :]
+            if not name or len(name) > MAX_CUSTOM_NAME:
+                errors.append(
+                    FieldError(where, f"custom.<name>: 1 to {MAX_CUSTOM_NAME} characters")
+                )
+            else:
+                custom[name] = path
+        elif fold(key) in _CANONICAL_BY_FOLD:
+            chosen[_CANONICAL_BY_FOLD[fold(key)]] = path
+        elif fold(key) == fold(EXTERNAL_ID):
+            external_id = path
+        else:
+            known = ", ".join((*CANONICAL_FIELDS, EXTERNAL_ID))
+            errors.append(
+                FieldError(where, f"not a contact field: one of {known} or custom.<name>")
+            )
+    if errors:
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        raise InvalidInput(f"field mapping: {detail}", errors)
+    return chosen, custom, external_id
+
+
+def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
+    """One source record as a contact, or why it cannot be one: ``not an object``, ``no
+    email``, ``invalid email: <why>``."""
+    if not isinstance(record, Mapping):
+        return Skipped("not an object")
+    external_id = _external_id(mapping.external_id.get(record))
+    auto = _auto_matched(record) if mapping.auto else {}
+    raw: dict[str, Any] = {}
+    for name, paths in mapping.paths.items():
+        value = None
+        for path in paths:
+            value = path.get(record)
+            if not _blank(value):
+                break
+        if _blank(value) and name in mapping.auto:
+            value = auto.get(name)
+        raw[name] = value
+
+    email_value = raw["email"]
+    if _blank(email_value):
+        return Skipped("no email", external_id)
+    if not isinstance(email_value, str):
+        return Skipped("invalid email: not text", external_id)
+    email = normalise_email(email_value)
+    if not email:
+        return Skipped("no email", external_id)
+    if problem := email_problem(email):
+        return Skipped(f"invalid email: {problem}", external_id)
+
+    custom = {}
+    for name, path in mapping.custom.items():
+        value = path.get(record)
+        if value is not None:
+            custom[name] = _without_nul(value)
+    return Mapped(
+        email=email,
+        first_name=clean_text(raw["firstName"], MAX_LENGTHS["firstName"]),
+        last_name=clean_text(raw["lastName"], MAX_LENGTHS["lastName"]),
+        phone=clean_text(raw["phone"], MAX_LENGTHS["phone"]),
+        company=clean_text(raw["company"], MAX_LENGTHS["company"]),
+        job_title=clean_text(raw["jobTitle"], MAX_LENGTHS["jobTitle"]),
+        custom=custom,
+        external_id=external_id,
+    )
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _auto_matched(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Canonical field -> the value of the best-ranked top-level key that auto-matches it."""
+    best: dict[str, tuple[int, Any]] = {}
+    for key, value in record.items():
+        hit = _ALIASES.get(fold(key)) if isinstance(key, str) else None
+        if hit is None or _blank(value):
+            continue
+        name, rank = hit
+        if name not in best or rank < best[name][0]:
+            best[name] = (rank, value)
+    return {name: value for name, (_, value) in best.items()}
+
+
+def _external_id(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (str, int)):
+        return str(value).replace("\x00", "").strip() or None
+    return None
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value

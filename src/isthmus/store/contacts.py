@@ -1,0 +1,485 @@
+"""Contacts: one at a time for the API, in bulk for syncs, and streamed for exports.
+
+``upsert_many`` is the sync's write path and is built for throughput: per batch a fixed
+number of statements whatever its size (one SELECT by the batch's emails, one multi-row
+INSERT of the new contacts, one UPDATE of the changed ones, one of those that only gained a
+source; on PostgreSQL one more to lock the rows about to change).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from isthmus.domain.contacts import (
+    Change,
+    Contact,
+    ContactFilter,
+    Mapped,
+    Source,
+    normalise_email,
+    reconcile,
+)
+from isthmus.domain.ids import new_id
+from isthmus.domain.pagination import encode_cursor
+from isthmus.domain.records import Page
+from isthmus.errors import Conflict
+from isthmus.store.tables import contacts
+
+#: Emails per SELECT ... IN: far below every driver's bound-parameter limit.
+_SELECT_CHUNK = 1000
+#: The SQLite function behind case-insensitive matching of non-ASCII text (SQLite's own
+#: LIKE and lower() fold ASCII only).
+_LOWER = "isthmus_lower"
+
+
+@dataclass(frozen=True)
+class UpsertOutcome:
+    """What a batch did: the contacts it created and updated (as stored now), and how many
+    it left unchanged (those that only gained a source entry included)."""
+
+    created: list[Contact]
+    updated: list[Contact]
+    unchanged: int
+
+
+def _contact(row: Any) -> Contact:
+    m = row._mapping
+    return Contact(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        email=m["email"],
+        first_name=m["first_name"],
+        last_name=m["last_name"],
+        phone=m["phone"],
+        company=m["company"],
+        job_title=m["job_title"],
+        custom=m["custom"] or {},
+        sources=tuple(Source.from_json(s) for s in m["sources"] or ()),
+        hash=m["hash"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _values(contact: Contact) -> dict[str, Any]:
+    return {
+        "id": contact.id,
+        "tenant_id": contact.tenant_id,
+        "email": contact.email,
+        "first_name": contact.first_name,
+        "last_name": contact.last_name,
+        "phone": contact.phone,
+        "company": contact.company,
+        "job_title": contact.job_title,
+        "custom": dict(contact.custom),
+        "sources": [s.as_json() for s in contact.sources],
+        "hash": contact.hash,
+        "created_at": contact.created_at,
+        "updated_at": contact.updated_at,
+    }
+
+
+# -- one at a time ----------------------------------------------------------------------------
+
+
+async def get(
+    conn: AsyncConnection, tenant_id: str, contact_id: str, *, for_update: bool = False
+) -> Contact | None:
+    query = contacts.select().where(contacts.c.tenant_id == tenant_id, contacts.c.id == contact_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return _contact(row) if row else None
+
+
+async def by_email(conn: AsyncConnection, tenant_id: str, email: str) -> Contact | None:
+    query = contacts.select().where(contacts.c.tenant_id == tenant_id, contacts.c.email == email)
+    row = (await conn.execute(query)).first()
+    return _contact(row) if row else None
+
+
+async def insert(conn: AsyncConnection, contact: Contact) -> None:
+    """Conflict if the tenant has a contact with this email."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(contacts.insert().values(**_values(contact)))
+    except IntegrityError as exc:
+        raise await _taken(conn, contact) from exc
+
+
+async def update(conn: AsyncConnection, contact: Contact) -> None:
+    """Write every field of ``contact``; Conflict if its new email is another's."""
+    values = _values(contact)
+    del values["id"], values["tenant_id"], values["created_at"]
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                contacts.update()
+                .where(contacts.c.tenant_id == contact.tenant_id, contacts.c.id == contact.id)
+                .values(**values)
+            )
+    except IntegrityError as exc:
+        raise await _taken(conn, contact) from exc
+
+
+async def _taken(conn: AsyncConnection, contact: Contact) -> Conflict:
+    holder = await by_email(conn, contact.tenant_id, contact.email)
+    which = f" ({holder.id})" if holder else ""
+    return Conflict(f"a contact with email {contact.email!r} already exists{which}")
+
+
+async def delete(conn: AsyncConnection, tenant_id: str, contact_id: str) -> bool:
+    result = await conn.execute(
+        contacts.delete().where(contacts.c.tenant_id == tenant_id, contacts.c.id == contact_id)
+    )
+    return result.rowcount > 0
+
+
+# -- lists and exports ------------------------------------------------------------------------
+
+
+async def query(
+    conn: AsyncConnection,
+    tenant_id: str,
+    where: ContactFilter,
+    *,
+    after: str | None = None,
+    limit: int,
+) -> Page[Contact]:
+    """One page in id (creation) order, after the contact ``after``."""
+    q = contacts.select().where(contacts.c.tenant_id == tenant_id, *await _filters(conn, where))
+    if after:
+        q = q.where(contacts.c.id > after)
+    rows = [_contact(r) for r in await conn.execute(q.order_by(contacts.c.id).limit(limit + 1))]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+async def stream(
+    conn: AsyncConnection, tenant_id: str, where: ContactFilter, *, batch_size: int = 1000
+) -> AsyncIterator[list[Contact]]:
+    """Every matching contact in id order, ``batch_size`` at a time: an export holds one
+    batch in memory, never the table."""
+    after: str | None = None
+    while True:
+        page = await query(conn, tenant_id, where, after=after, limit=batch_size)
+        if page.items:
+            yield page.items
+        if page.next_cursor is None:
+            return
+        after = page.items[-1].id
+
+
+async def _filters(conn: AsyncConnection, where: ContactFilter) -> list[sa.ColumnElement[bool]]:
+    c = contacts.c
+    found: list[sa.ColumnElement[bool]] = []
+    # A blank filter (``?company=``) filters nothing, like one left out.
+    email, company, q = (v.strip() if v else None for v in (where.email, where.company, where.q))
+    if email:
+        found.append(c.email == normalise_email(email))
+    if company:
+        found.append(await _ilike(conn, c.company, _escaped(company)))
+    if where.integration_id:
+        found.append(_from_integration(conn, where.integration_id))
+    if where.updated_since is not None:
+        found.append(c.updated_at >= where.updated_since)
+    if q:
+        pattern = f"%{_escaped(q)}%"
+        full_name = sa.func.coalesce(c.first_name, "") + " " + sa.func.coalesce(c.last_name, "")
+        found.append(
+            sa.or_(*[await _ilike(conn, col, pattern) for col in (c.email, full_name, c.company)])
+        )
+    return found
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def _ilike(
+    conn: AsyncConnection, column: sa.ColumnElement[Any], pattern: str
+) -> sa.ColumnElement[bool]:
+    """``column`` matches the LIKE ``pattern`` with case ignored, Unicode included."""
+    if conn.dialect.name == "postgresql":
+        return column.ilike(pattern, escape="\\")
+    if pattern.isascii():
+        return column.like(pattern, escape="\\")  # SQLite's LIKE ignores ASCII case
+    await _install_lower(conn)
+    return sa.func.isthmus_lower(column).like(pattern.lower(), escape="\\")
+
+
+async def _install_lower(conn: AsyncConnection) -> None:
+    raw = await conn.get_raw_connection()
+    if raw.info.get(_LOWER):
+        return
+    driver: Any = raw.driver_connection
+    await driver.create_function(_LOWER, 1, _lower, deterministic=True)
+    raw.info[_LOWER] = True
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _from_integration(conn: AsyncConnection, integration_id: str) -> sa.ColumnElement[bool]:
+    if conn.dialect.name == "postgresql":
+        clause = sa.text("contacts.sources @> CAST(:source_filter AS JSONB)").bindparams(
+            source_filter=json.dumps([{"integrationId": integration_id}])
+        )
+    else:
+        clause = sa.text(
+            "EXISTS (SELECT 1 FROM json_each(contacts.sources) AS s "
+            "WHERE json_extract(s.value, '$.integrationId') = :source_filter)"
+        ).bindparams(source_filter=integration_id)
+    return sa.and_(clause)
+
+
+# -- bulk upsert ------------------------------------------------------------------------------
+
+
+async def upsert_many(
+    conn: AsyncConnection,
+    tenant_id: str,
+    integration_id: str,
+    mapped: Sequence[Mapped],
+    now: datetime,
+) -> UpsertOutcome:
+    """Write a batch of synced records, matched to contacts by email.
+
+    New emails are inserted; a known contact is updated only when the merged fields hash
+    differently (``reconcile``), and gains or updates the integration's source entry. The
+    same email twice in a batch counts once, as its last record. On PostgreSQL the rows
+    about to change are locked and read again first, so concurrent syncs of two
+    integrations merge instead of overwriting each other; an insert that loses a race for
+    an email is handled as an update of the winner's row.
+    """
+    batch: dict[str, Mapped] = {}
+    for item in mapped:
+        email = normalise_email(item.email)
+        if email != item.email:
+            item = replace(item, email=email)
+        batch.pop(email, None)  # the last record of an email wins, in its place
+        batch[email] = item
+    if not batch:
+        return UpsertOutcome([], [], 0)
+
+    existing = await _by_emails(conn, tenant_id, list(batch))
+    fresh = [m for email, m in batch.items() if email not in existing]
+    created = await _insert_new(conn, tenant_id, integration_id, fresh, now)
+    lost = [m.email for m in fresh if m.email not in created]
+    if lost:
+        existing.update(await _by_emails(conn, tenant_id, lost, lock=True))
+
+    plans = {
+        email: reconcile(existing[email], m, integration_id, now)
+        for email, m in batch.items()
+        if email in existing
+    }
+    if conn.dialect.name == "postgresql":
+        plans = await _replan_locked(conn, tenant_id, integration_id, batch, plans, now)
+    updated = [c for change, c in plans.values() if change is Change.UPDATED]
+    linked = [c for change, c in plans.values() if change is Change.LINKED]
+    await _write(conn, updated, linked)
+    return UpsertOutcome(
+        created=[created[email] for email in batch if email in created],
+        updated=updated,
+        unchanged=len(plans) - len(updated),
+    )
+
+
+async def _replan_locked(
+    conn: AsyncConnection,
+    tenant_id: str,
+    integration_id: str,
+    batch: dict[str, Mapped],
+    plans: dict[str, tuple[Change, Contact]],
+    now: datetime,
+) -> dict[str, tuple[Change, Contact]]:
+    """The plans of the rows about to change, made again from those rows locked: another
+    transaction may have changed them since they were read."""
+    writing = [email for email, (change, _) in plans.items() if change is not Change.UNCHANGED]
+    if not writing:
+        return plans
+    current = await _by_emails(conn, tenant_id, writing, lock=True)
+    replanned = dict(plans)
+    for email in writing:
+        if email in current:
+            replanned[email] = reconcile(current[email], batch[email], integration_id, now)
+        else:  # deleted meanwhile: the next sync creates it again
+            del replanned[email]
+    return replanned
+
+
+# PostgreSQL gets each step as one statement over arrays (unnest): one prepared statement
+# whatever the batch size, no per-row parameter handling; SQLite gets portable Core.
+# By a join on the unnested emails, not ``email = ANY(:emails)``: a generic plan searches a
+# parameter array linearly for every row it filters, which went quadratic while a first
+# sync grew the table faster than its statistics.
+_PG_BY_EMAILS = f"""
+    SELECT {", ".join(f"c.{column.name}" for column in contacts.c)}
+    FROM unnest(CAST(:emails AS VARCHAR[])) AS e(email)
+    JOIN contacts AS c ON c.tenant_id = :tenant_id AND c.email = e.email
+    """  # noqa: S608 - a constant; every value is a bound parameter
+_PG_SELECT = sa.text(_PG_BY_EMAILS).columns(*contacts.c)
+_PG_SELECT_LOCKED = sa.text(_PG_BY_EMAILS + " ORDER BY c.id FOR UPDATE OF c").columns(*contacts.c)
+_ROWS = """unnest(
+        CAST(:ids AS VARCHAR[]), CAST(:emails AS VARCHAR[]), CAST(:first_names AS VARCHAR[]),
+        CAST(:last_names AS VARCHAR[]), CAST(:phones AS VARCHAR[]), CAST(:companies AS VARCHAR[]),
+        CAST(:job_titles AS VARCHAR[]), CAST(:customs AS TEXT[]), CAST(:sources AS TEXT[]),
+        CAST(:hashes AS VARCHAR[]), CAST(:updated_ats AS TIMESTAMPTZ[])
+    ) AS r(id, email, first_name, last_name, phone, company, job_title, custom, sources, hash,
+           updated_at)"""
+_PG_INSERT = sa.text(
+    f"""
+    INSERT INTO contacts (id, tenant_id, email, first_name, last_name, phone, company,
+                          job_title, custom, sources, hash, created_at, updated_at)
+    SELECT r.id, :tenant_id, r.email, r.first_name, r.last_name, r.phone, r.company,
+           r.job_title, CAST(r.custom AS JSONB), CAST(r.sources AS JSONB), r.hash,
+           r.updated_at, r.updated_at
+    FROM {_ROWS}
+    ON CONFLICT (tenant_id, email) DO NOTHING
+    RETURNING email
+    """  # noqa: S608 - a constant; every value is a bound parameter
+)
+_PG_UPDATE = sa.text(
+    f"""
+    UPDATE contacts AS c
+    SET first_name = r.first_name, last_name = r.last_name, phone = r.phone,
+        company = r.company, job_title = r.job_title, custom = CAST(r.custom AS JSONB),
+        sources = CAST(r.sources AS JSONB), hash = r.hash, updated_at = r.updated_at
+    FROM {_ROWS}
+    WHERE c.id = r.id
+    """  # noqa: S608 - a constant; every value is a bound parameter
+)
+_PG_LINK = sa.text(
+    """
+    UPDATE contacts AS c SET sources = CAST(r.sources AS JSONB)
+    FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:sources AS TEXT[])) AS r(id, sources)
+    WHERE c.id = r.id
+    """
+)
+
+_INSERT = (
+    sqlite_insert(contacts)
+    .on_conflict_do_nothing(index_elements=["tenant_id", "email"])
+    .returning(contacts.c.email)
+)
+# The columns a changed contact's UPDATE sets, each bound as ``b_<column>``.
+_SET: tuple[str, ...] = ("first_name", "last_name", "phone", "company", "job_title")
+_SET += ("custom", "sources", "hash", "updated_at")
+_UPDATE = (
+    contacts.update()
+    .where(contacts.c.id == sa.bindparam("b_id"))
+    .values({name: sa.bindparam(f"b_{name}", type_=contacts.c[name].type) for name in _SET})
+)
+_LINK = (
+    contacts.update()
+    .where(contacts.c.id == sa.bindparam("b_id"))
+    .values(sources=sa.bindparam("b_sources", type_=contacts.c.sources.type))
+)
+
+
+async def _by_emails(
+    conn: AsyncConnection, tenant_id: str, emails: list[str], *, lock: bool = False
+) -> dict[str, Contact]:
+    found: dict[str, Contact] = {}
+    for start in range(0, len(emails), _SELECT_CHUNK):
+        chunk = emails[start : start + _SELECT_CHUNK]
+        if conn.dialect.name == "postgresql":
+            q = _PG_SELECT_LOCKED if lock else _PG_SELECT
+            rows = await conn.execute(q, {"tenant_id": tenant_id, "emails": chunk})
+        else:  # SQLite writers take turns: nothing to lock
+            where = (contacts.c.tenant_id == tenant_id, contacts.c.email.in_(chunk))
+            rows = await conn.execute(contacts.select().where(*where))
+        found.update((r.email, _contact(r)) for r in rows)
+    return found
+
+
+async def _insert_new(
+    conn: AsyncConnection,
+    tenant_id: str,
+    integration_id: str,
+    fresh: list[Mapped],
+    now: datetime,
+) -> dict[str, Contact]:
+    """Insert what is new; the ones inserted, by email (an email another transaction took
+    meanwhile is left out)."""
+    if not fresh:
+        return {}
+    planned = {
+        m.email: Contact(
+            id=new_id("con"),
+            tenant_id=tenant_id,
+            email=m.email,
+            first_name=m.first_name,
+            last_name=m.last_name,
+            phone=m.phone,
+            company=m.company,
+            job_title=m.job_title,
+            custom=m.custom,
+            sources=(Source(integration_id, m.external_id),),
+            hash=m.hash,
+            created_at=now,
+            updated_at=now,
+        )
+        for m in fresh
+    }
+    if conn.dialect.name == "postgresql":
+        params = {"tenant_id": tenant_id, **_arrays(list(planned.values()))}
+        result = await conn.execute(_PG_INSERT, params)
+    else:
+        # One executemany, which SQLAlchemy sends as multi-row INSERTs.
+        result = await conn.execute(_INSERT, [_values(c) for c in planned.values()])
+    return {email: planned[email] for (email,) in result}
+
+
+async def _write(conn: AsyncConnection, updated: list[Contact], linked: list[Contact]) -> None:
+    """Store the updated contacts whole, and the new sources of the linked ones."""
+    if conn.dialect.name == "postgresql":
+        if updated:
+            await conn.execute(_PG_UPDATE, _arrays(updated))
+        if linked:
+            sources = [_json([s.as_json() for s in c.sources]) for c in linked]
+            await conn.execute(_PG_LINK, {"ids": [c.id for c in linked], "sources": sources})
+        return
+    if updated:
+        await conn.execute(_UPDATE, [_update_params(c) for c in updated])
+    if linked:
+        await conn.execute(
+            _LINK, [{"b_id": c.id, "b_sources": [s.as_json() for s in c.sources]} for c in linked]
+        )
+
+
+def _arrays(rows: list[Contact]) -> dict[str, list[Any]]:
+    return {
+        "ids": [c.id for c in rows],
+        "emails": [c.email for c in rows],
+        "first_names": [c.first_name for c in rows],
+        "last_names": [c.last_name for c in rows],
+        "phones": [c.phone for c in rows],
+        "companies": [c.company for c in rows],
+        "job_titles": [c.job_title for c in rows],
+        "customs": [_json(dict(c.custom)) for c in rows],
+        "sources": [_json([s.as_json() for s in c.sources]) for c in rows],
+        "hashes": [c.hash for c in rows],
+        "updated_ats": [c.updated_at for c in rows],
+    }
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _update_params(contact: Contact) -> dict[str, Any]:
+    values = _values(contact)
+    return {f"b_{name}": values[name] for name in ("id", *_SET)}

@@ -1,0 +1,1 @@
+"""Pulling records in: sync runs of integrations, and what schedules them."""

@@ -1,0 +1,394 @@
+"""Contact sync runs end to end: a real local contacts API in HubSpot's shape, the API to
+start runs, the ``integration.sync`` job run by a real worker on SQLite and PostgreSQL.
+
+What a user sees: contacts arrive, a re-sync of unchanged data changes and publishes
+nothing, a changed contact publishes one ``contact.updated``, records without an email are
+counted as skipped with their reason, a run interrupted mid-way resumes from its checkpoint,
+a rate limit is waited out (not a failure), a refused key ends in "reauthorization needed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from api_support import create_integration
+from webhook_support import LocalServer, create_webhook
+
+from isthmus.api.app import create_app
+from isthmus.config import Settings
+from isthmus.hub import Hub
+from isthmus.services.access import IssuedKey
+from isthmus.store import queue
+from isthmus.store.sync_runs import SYNC_KIND
+from isthmus.worker import Job, Worker
+
+API_KEY = "pat-na1-7c1f0e2b-33aa-4f1e-9d7a-0b5e6c4d3a21"
+PAGE = 10
+MAPPING = {
+    "email": "properties.email",
+    "firstName": "properties.firstname",
+    "lastName": "properties.lastname",
+    "company": "properties.company",
+}
+
+
+def person(n: int) -> dict[str, Any]:
+    return {
+        "id": str(1000 + n),
+        "properties": {
+            "email": f"Person{n}@Example.com",
+            "firstname": f"First{n}",
+            "lastname": f"Last{n}",
+            "company": "Acme",
+        },
+        "updatedAt": f"2026-11-{1 + n % 20:02d}T10:00:00Z",
+        "archived": False,
+    }
+
+
+class HubSpotLike(LocalServer):
+    """``GET /crm/v3/objects/contacts?limit=&after=``: ``results`` + ``paging.next.after``."""
+
+    def __init__(self, people: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.people = people
+        self.hits: list[dict[str, str]] = []
+        self.rate_limit_once_at: str | None = None  # answer 429 once for this cursor
+        self.hold_at: str | None = None  # block the request for this cursor until released
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.hits.append(dict(request.query))
+        if request.headers.get("Authorization") != f"Bearer {API_KEY}":
+            return web.json_response({"status": "error", "message": "bad token"}, status=401)
+        after = request.query.get("after", "0")
+        if self.rate_limit_once_at == after:
+            self.rate_limit_once_at = None
+            return web.json_response(
+                {"status": "error", "message": "ten secondly rolling limit"},
+                status=429,
+                headers={"Retry-After": "120"},
+            )
+        if self.hold_at == after:
+            self.held.set()
+            await self.release.wait()
+        since = request.query.get("updatedSince")
+        people = [p for p in self.people if since is None or p["updatedAt"] > since]
+        start = int(after)
+        body: dict[str, Any] = {"results": people[start : start + PAGE]}
+        if start + PAGE < len(people):
+            body["paging"] = {"next": {"after": str(start + PAGE)}}
+        return web.json_response(body)
+
+
+class Clock:
+    """Real time, moved ahead by ``ahead`` when a test skips a wait."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
+@pytest.fixture
+async def crm() -> AsyncIterator[HubSpotLike]:
+    server = HubSpotLike([person(n) for n in range(25)])
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        await server.stop()
+
+
+@pytest.fixture
+async def local_hub(hub: Hub, settings: Settings) -> AsyncIterator[Hub]:
+    """A second hub over the (already migrated) store of ``hub``, allowed to reach loopback."""
+    built = Hub.build(settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8"]}))
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+@pytest.fixture
+async def local_api(
+    local_hub: Hub, settings: Settings, admin_key: IssuedKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(settings, local_hub), client=("127.0.0.1", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        client.headers["Authorization"] = f"Bearer {admin_key.secret}"
+        yield client
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def worker(local_hub: Hub, clock: Clock) -> Worker:
+    worker = Worker(local_hub.store, clock=clock)
+    worker.register(SYNC_KIND, local_hub.sync)
+    return worker
+
+
+async def make_integration(
+    api: httpx.AsyncClient, crm: HubSpotLike, **config: Any
+) -> dict[str, Any]:
+    return await create_integration(
+        api,
+        config={
+            "apiEndpoint": crm.url("/crm/v3/objects/contacts"),
+            "dataSelector": "results",
+            "pagination": {
+                "type": "cursor",
+                "cursorPath": "paging.next.after",
+                "cursorParam": "after",
+            },
+            "fieldMapping": MAPPING,
+            **config,
+        },
+        credentials={"apiKey": API_KEY},
+    )
+
+
+async def sync_now(api: httpx.AsyncClient, worker: Worker, integration_id: str) -> dict[str, Any]:
+    started = await api.post(f"/api/v1/integrations/{integration_id}/sync")
+    assert started.status_code == 202, started.text
+    assert started.json()["status"] == "queued"
+    await worker.run_pending()
+    run = await api.get(f"/api/v1/runs/{started.json()['id']}")
+    assert run.status_code == 200, run.text
+    found: dict[str, Any] = run.json()
+    return found
+
+
+async def contacts(api: httpx.AsyncClient) -> list[dict[str, Any]]:
+    response = await api.get("/api/v1/contacts", params={"limit": 100})
+    assert response.status_code == 200, response.text
+    listed: list[dict[str, Any]] = response.json()["data"]
+    return listed
+
+
+async def contact_events(api: httpx.AsyncClient, webhook_id: str) -> list[str]:
+    response = await api.get(f"/api/v1/webhooks/{webhook_id}/deliveries", params={"limit": 100})
+    assert response.status_code == 200, response.text
+    return sorted(d["eventType"] for d in response.json()["data"])
+
+
+def counts(run: dict[str, Any]) -> tuple[int, ...]:
+    keys = ("fetched", "created", "updated", "unchanged", "skipped")
+    return tuple(run[k] for k in keys)
+
+
+async def test_a_first_sync_brings_every_contact_and_publishes_each_once(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
+    integration = await make_integration(local_api, crm)
+
+    run = await sync_now(local_api, worker, integration["id"])
+
+    assert (run["status"], run["trigger"], run["error"]) == ("succeeded", "api", None)
+    assert counts(run) == (25, 25, 0, 0, 0)
+    assert run["startedAt"] is not None and run["finishedAt"] is not None
+    stored = await contacts(local_api)
+    assert sorted(c["email"] for c in stored) == sorted(f"person{n}@example.com" for n in range(25))
+    one = next(c for c in stored if c["email"] == "person3@example.com")
+    assert (one["firstName"], one["lastName"], one["company"]) == ("First3", "Last3", "Acme")
+    assert one["sources"] == [{"integrationId": integration["id"], "externalId": "1003"}]
+    assert await contact_events(local_api, hook["id"]) == ["contact.created"] * 25
+    assert len(crm.hits) == 3  # 10 + 10 + 5
+
+    listed = (await local_api.get(f"/api/v1/integrations/{integration['id']}/runs")).json()
+    assert [r["id"] for r in listed["data"]] == [run["id"]]
+
+
+async def test_a_resync_of_unchanged_data_writes_and_publishes_nothing(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
+    integration = await make_integration(local_api, crm)
+    await sync_now(local_api, worker, integration["id"])
+    before = {c["id"]: c["updatedAt"] for c in await contacts(local_api)}
+
+    again = await sync_now(local_api, worker, integration["id"])
+
+    assert again["status"] == "succeeded"
+    assert counts(again) == (25, 0, 0, 25, 0)
+    assert {c["id"]: c["updatedAt"] for c in await contacts(local_api)} == before
+    assert await contact_events(local_api, hook["id"]) == ["contact.created"] * 25
+
+    crm.people[7] = copy.deepcopy(crm.people[7])
+    crm.people[7]["properties"]["company"] = "Globex"
+    changed = await sync_now(local_api, worker, integration["id"])
+
+    assert counts(changed) == (25, 0, 1, 24, 0)
+    assert await contact_events(local_api, hook["id"]) == ["contact.created"] * 25 + [
+        "contact.updated"
+    ]
+    updated = [c for c in await contacts(local_api) if c["updatedAt"] != before[c["id"]]]
+    assert [(c["email"], c["company"]) for c in updated] == [("person7@example.com", "Globex")]
+
+
+async def test_records_without_a_usable_email_are_skipped_with_their_reason(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    crm.people[2]["properties"]["email"] = ""
+    crm.people[5]["properties"]["email"] = "not-an-address"
+    integration = await make_integration(local_api, crm)
+
+    run = await sync_now(local_api, worker, integration["id"])
+
+    assert run["status"] == "succeeded"
+    assert counts(run) == (25, 23, 0, 0, 2)
+    assert sum(run["skippedReasons"].values()) == 2
+    assert any("no email" in reason for reason in run["skippedReasons"])
+    polling = (await local_api.get(f"/api/v1/integrations/{integration['id']}/polling")).json()
+    assert polling["health"] == "warning"
+
+
+async def test_a_run_interrupted_mid_way_resumes_from_its_checkpoint(
+    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, clock: Clock
+) -> None:
+    hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
+    integration = await make_integration(local_api, crm)
+    started = await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")
+    run_id = started.json()["id"]
+    crm.hold_at = "20"  # the third page hangs: the process dies while waiting for it
+
+    [claimed] = await queue.claim(
+        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
+    )
+    doomed = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
+    await asyncio.wait_for(crm.held.wait(), 10)
+    doomed.cancel()  # as good as a SIGKILL for this job: nothing more is written
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    crm.hold_at = None
+    crm.release.set()
+
+    midway = (await local_api.get(f"/api/v1/runs/{run_id}")).json()
+    assert midway["status"] == "running"
+    assert counts(midway) == (20, 20, 0, 0, 0)  # two pages written, with their checkpoint
+    assert len(await contacts(local_api)) == 20
+
+    # Another worker takes the job once the lease has expired, and goes on from page three.
+    clock.ahead += timedelta(seconds=31)
+    hits_before = len(crm.hits)
+    rescuer = Worker(local_hub.store, clock=clock)
+    rescuer.register(SYNC_KIND, local_hub.sync)
+    assert await rescuer.run_pending() == 1
+
+    assert [hit.get("after") for hit in crm.hits[hits_before:]] == ["20"]
+    run = (await local_api.get(f"/api/v1/runs/{run_id}")).json()
+    assert (run["status"], counts(run)) == ("succeeded", (25, 25, 0, 0, 0))
+    assert len(await contacts(local_api)) == 25
+    assert await contact_events(local_api, hook["id"]) == ["contact.created"] * 25
+
+
+async def test_a_rate_limit_is_waited_out_not_counted_as_a_failure(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, clock: Clock
+) -> None:
+    integration = await make_integration(local_api, crm)
+    crm.rate_limit_once_at = "10"  # the second page answers 429, Retry-After: 120
+    started = await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")
+    run_id = started.json()["id"]
+
+    await worker.run_pending()
+
+    waiting = (await local_api.get(f"/api/v1/runs/{run_id}")).json()
+    assert (waiting["status"], waiting["error"]) == ("running", None)
+    assert counts(waiting) == (10, 10, 0, 0, 0)
+    clock.ahead += timedelta(seconds=60)
+    assert await worker.run_pending() == 0  # not yet: the API asked for two minutes
+    clock.ahead += timedelta(seconds=61)
+    assert await worker.run_pending() == 1
+
+    run = (await local_api.get(f"/api/v1/runs/{run_id}")).json()
+    assert (run["status"], counts(run)) == ("succeeded", (25, 25, 0, 0, 0))
+    shown = (await local_api.get(f"/api/v1/integrations/{integration['id']}")).json()
+    assert shown["status"] != "error"
+
+
+async def test_refused_credentials_end_in_reauthorization_needed(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    integration = await make_integration(local_api, crm)
+    patched = await local_api.patch(
+        f"/api/v1/integrations/{integration['id']}",
+        json={"credentials": {"apiKey": "pat-na1-revoked-000000000000"}},
+    )
+    assert patched.status_code == 200, patched.text
+
+    run = await sync_now(local_api, worker, integration["id"])
+
+    assert (run["status"], run["errorClass"]) == ("failed", "auth")
+    shown = (await local_api.get(f"/api/v1/integrations/{integration['id']}")).json()
+    assert shown["status"] == "error"
+    assert "reauthorization needed" in shown["statusMessage"]
+    assert await contacts(local_api) == []
+
+
+async def test_an_incremental_sync_asks_only_for_what_changed(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    integration = await make_integration(
+        local_api, crm, incremental={"param": "updatedSince", "recordField": "updatedAt"}
+    )
+    first = await sync_now(local_api, worker, integration["id"])
+    assert counts(first) == (25, 25, 0, 0, 0)
+    assert "updatedSince" not in crm.hits[0]
+    newest = max(p["updatedAt"] for p in crm.people)
+
+    crm.people.append(person(99) | {"updatedAt": "2026-12-01T00:00:00Z"})
+    second = await sync_now(local_api, worker, integration["id"])
+
+    assert crm.hits[-1]["updatedSince"] == newest
+    assert counts(second) == (1, 1, 0, 0, 0)
+
+
+async def test_sync_wait_true_answers_when_the_run_has_finished(
+    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, clock: Clock
+) -> None:
+    integration = await make_integration(local_api, crm)
+    worker = Worker(local_hub.store, poll_interval=0.05)
+    worker.register(SYNC_KIND, local_hub.sync)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        response = await local_api.post(
+            f"/api/v1/integrations/{integration['id']}/sync", params={"wait": "true"}
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["created"]) == ("succeeded", 25)
+
+
+async def test_a_sync_of_another_tenants_integration_is_a_404(
+    api: httpx.AsyncClient, hub: Hub
+) -> None:
+    from api_support import bearer, key_for
+
+    created = await create_integration(api)
+    other = await hub.access.create_tenant("other-tenant")
+    key = await key_for(hub, other.id, "write")
+
+    response = await api.post(f"/api/v1/integrations/{created['id']}/sync", headers=bearer(key))
+    missing = await api.get("/api/v1/runs/run_doesnotexist", headers=bearer(key))
+
+    assert response.status_code == 404
+    assert missing.status_code == 404
