@@ -121,7 +121,11 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [ISTHMUS_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [ISTHMUS_PORT].")] = None,
     no_workers: Annotated[
-        bool, typer.Option("--no-workers", help="Serve the API only; run `isthmus worker`s.")
+        bool,
+        typer.Option(
+            "--no-workers",
+            help="Serve the API and the sync scheduler only; run `isthmus worker`s for jobs.",
+        ),
     ] = False,
 ) -> None:
     """Migrate the store, then serve the API (and, unless --no-workers, the workers)."""
@@ -147,8 +151,7 @@ def serve(
                 )
             typer.echo(f"isthmus {__version__} on {base}  (API docs: {base}/api/docs)")
             app = create_app(settings, hub)
-            if not no_workers:
-                app = with_workers(app, hub)
+            app = with_workers(app, hub, jobs=not no_workers)
             config = uvicorn.Config(
                 app,
                 host=bind_host,

@@ -58,15 +58,18 @@ async def run_workers(hub: Hub, stop: asyncio.Event) -> None:
         await asyncio.gather(scheduler, return_exceptions=True)
 
 
-def with_workers(app: FastAPI, hub: Hub) -> FastAPI:
+def with_workers(app: FastAPI, hub: Hub, *, jobs: bool = True) -> FastAPI:
     """Run the workers for as long as the app's lifespan: started before it serves, drained
-    in its shutdown (before the server's process exits, unlike a task beside the server)."""
+    in its shutdown (before the server's process exits, unlike a task beside the server).
+    With ``jobs=False`` (``serve --no-workers``) only the sync scheduler runs here: due syncs
+    still reach the queue, for the ``isthmus worker`` processes to run."""
     inner: Callable[[Any], AbstractAsyncContextManager[Any]] = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(the_app: Any) -> AsyncIterator[Any]:
         stop = asyncio.Event()
-        workers = asyncio.create_task(run_workers(hub, stop), name="workers")
+        background = run_workers(hub, stop) if jobs else run_scheduler(hub, stop)
+        workers = asyncio.create_task(background, name="workers" if jobs else "scheduler")
         workers.add_done_callback(_report)
         try:
             async with inner(the_app) as state:
