@@ -18,9 +18,6 @@ import pytest
 from webhook_support import WEBHOOKS, Receiver, create_webhook
 
 from isthmus import __version__
-from isthmus.api.app import create_app
-from isthmus.config import Settings
-from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
 
 
@@ -32,26 +29,6 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield server
     finally:
         await server.stop()
-
-
-@pytest.fixture
-async def local_hub(hub: Hub, settings: Settings) -> AsyncIterator[Hub]:
-    """A second hub over the (already migrated) store of ``hub``, allowed to reach loopback."""
-    built = Hub.build(settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8"]}))
-    try:
-        yield built
-    finally:
-        await built.close()
-
-
-@pytest.fixture
-async def local_api(
-    local_hub: Hub, settings: Settings, admin_key: IssuedKey
-) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(settings, local_hub), client=("127.0.0.1", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        client.headers["Authorization"] = f"Bearer {admin_key.secret}"
-        yield client
 
 
 async def test_a_reachable_endpoint_gets_a_verifiable_signed_event(

@@ -19,10 +19,7 @@ from aiohttp import web
 from api_support import bearer, create_integration, key_for
 from webhook_support import LocalServer
 
-from isthmus.api.app import create_app
-from isthmus.config import Settings
 from isthmus.hub import Hub
-from isthmus.services.access import IssuedKey
 
 API_KEY = "sk_test_4f9a8b7c6d5e4f3a2b1c"
 PEOPLE = [
@@ -73,26 +70,6 @@ async def contacts_api() -> AsyncIterator[ContactsAPI]:
         yield server
     finally:
         await server.stop()
-
-
-@pytest.fixture
-async def local_hub(hub: Hub, settings: Settings) -> AsyncIterator[Hub]:
-    """A second hub over the (already migrated) store of ``hub``, allowed to reach loopback."""
-    built = Hub.build(settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8"]}))
-    try:
-        yield built
-    finally:
-        await built.close()
-
-
-@pytest.fixture
-async def local_api(
-    local_hub: Hub, settings: Settings, admin_key: IssuedKey
-) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(settings, local_hub), client=("127.0.0.1", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        client.headers["Authorization"] = f"Bearer {admin_key.secret}"
-        yield client
 
 
 def cursor_config(url: str, **overrides: Any) -> dict[str, Any]:
