@@ -13,9 +13,10 @@ What runs, all on 127.0.0.1:
   each receipt's time (CLOCK_MONOTONIC, which is system-wide on Linux);
 - the hub: ``Hub.build(Settings(...))`` on a scratch database (a temporary SQLite file, or a
   scratch PostgreSQL database created and dropped by the run), M subscriptions (filter ``*``)
-  on the receiver, events published with ``isthmus.webhooks.publish.publish()`` inside
-  transactions (the internal way in that the REST API, sync and inbound webhooks all use; the
-  HTTP layer in front of it is not what this measures). Workers run in the bench's process
+  on the receiver, events published with ``isthmus.webhooks.publish.publish_many()`` inside
+  transactions (the internal way in that the REST API, sync and inbound webhooks all use,
+  ``publish()`` being its one-event case; the HTTP layer in front of it is not what this
+  measures). Workers run in the bench's process
   on SQLite (``runtime.run_workers``, as ``isthmus serve`` runs them: SQLite is one process by
   design, so publisher and workers share it, which is the product's own cost); on PostgreSQL
   one ``isthmus worker`` process (as deployed beside ``serve --no-workers``), the publisher
@@ -409,14 +410,12 @@ class HubUnderTest:
             self._task = None
 
     async def publish_batch(self, first: int, count: int, stamp: float | None = None) -> None:
-        from isthmus.webhooks.publish import publish
+        from isthmus.webhooks.publish import NewEvent, publish_many
 
+        t = stamp if stamp is not None else time.monotonic()
+        batch = [NewEvent(EVENT_TYPE, {"seq": n, "t": t}) for n in range(first, first + count)]
         async with self.hub.store.transaction() as conn:
-            for n in range(first, first + count):
-                t = stamp if stamp is not None else time.monotonic()
-                await publish(
-                    conn, tenant_id=self.tenant_id, event_type=EVENT_TYPE, data={"seq": n, "t": t}
-                )
+            await publish_many(conn, self.tenant_id, batch)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -505,11 +504,21 @@ async def hub_latency(
 
 
 async def warm_up(hut: HubUnderTest, receiver: ReceiverProcess, subscriptions: int) -> None:
-    """A few events first: pools, connections and caches open before anything is timed."""
+    """A few events first: pools, connections and caches open before anything is timed,
+    published as the phases publish (batches, and single events ``PUBLISHERS`` at a time, so
+    the connections the latency phase uses at once are open too)."""
     await receiver.reset()
     for first in range(0, 50, 10):
         await hut.publish_batch(first, 10)
-    await receiver.wait_for(50 * subscriptions, 30)
+    gate = asyncio.Semaphore(PUBLISHERS)
+
+    async def one(n: int) -> None:
+        async with gate:
+            await hut.publish_batch(n, 1)
+
+    singles = 4 * PUBLISHERS
+    await asyncio.wait_for(asyncio.gather(*(one(50 + i) for i in range(singles))), 30)
+    await receiver.wait_for((50 + singles) * subscriptions, 30)
 
 
 # -- main -------------------------------------------------------------------------------------

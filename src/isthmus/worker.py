@@ -35,7 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,6 +52,8 @@ log = logging.getLogger("isthmus.worker")
 _COMPLETE_BATCH = 500
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LeaseLost(IsthmusError):
@@ -130,14 +132,16 @@ class Job:
         """Give the job up in the caller's transaction."""
         self._check(await queue.fail_in(conn, self.id, self._token, error=error, now=self.clock()))
 
-    def complete_params(self) -> dict[str, Any]:
-        """The parameters of ``queue.complete_statement`` (the fenced completion) for this
-        job, for a handler that joins it to its own writes in one statement; the handler
-        reports the result with ``completed``."""
-        return queue.complete_params(self.id, self._token, now=self.clock())
+    @property
+    def lease_token(self) -> str:
+        """The lease this attempt holds, for a handler that completes its job in a statement
+        of its own (fenced by it, as ``queue.complete_many`` is) and reports with
+        ``completed``."""
+        return self.claimed.lease_token
 
     def completed(self, held: bool) -> None:
-        """After the fenced completion ran: raises ``LeaseLost`` if the lease was gone."""
+        """After the handler's own fenced completion ran: raises ``LeaseLost`` if the lease
+        was gone."""
         self._check(held)
 
     @property
@@ -151,6 +155,65 @@ class Job:
 
 
 Handler = Callable[[Job], Awaitable[None]]
+
+
+class Coalescer(Generic[T, R]):
+    """Serves single calls in batches: the calls made in one turn of the event loop, and
+    those made while a batch is being served, go together into the next batch (at most
+    ``max_batch`` items). The handlers of jobs claimed together start in the same turn, so
+    what each asks for one at a time is served by one statement, and under load the batches
+    grow while the store is busy.
+
+    ``serve`` gets the items and returns one result per item, in order; if it raises, every
+    call of that batch raises it. A caller cancelled while waiting does not stop its item
+    from being served.
+    """
+
+    def __init__(
+        self, serve: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int = 500
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be positive")
+        self._serve = serve
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
+        return await future
+
+    async def idle(self) -> None:
+        """Until every batch under way has been served."""
+        while self._runner is not None and not self._runner.done():
+            await asyncio.wait([self._runner])
+
+    async def _run(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0)  # let the calls of this same turn join
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await self._serve([item for item, _f in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError("a batch was served with the wrong number of results")
+                for (_item, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+            except Exception as exc:
+                for _item, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                        # Its caller, if still waiting, gets it all the same; one that was
+                        # cancelled meanwhile must not have it reported as never retrieved.
+                        future.exception()
+            finally:
+                for _item, future in batch:
+                    if not future.done():  # the runner itself was cancelled
+                        future.cancel()
 
 
 class Worker:
@@ -180,12 +243,14 @@ class Worker:
         self._wakeup = wakeup
         self._handlers: dict[str, Handler] = {}
         self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
-        # Jobs whose handler returned, waiting for the next batched completion.
-        self._to_complete: list[tuple[Job, asyncio.Future[None]]] = []
-        self._completer: asyncio.Task[None] | None = None
+        # Jobs whose handlers returned are completed together (one UPDATE per batch).
+        self._completions: Coalescer[Job, bool] = Coalescer(
+            self._complete_many, max_batch=_COMPLETE_BATCH
+        )
         # Claim again once this many slots are free, not at every finished job: fewer,
         # larger claims when busy. An idle worker claims at once whatever it is woken for.
         self._refill = max(1, concurrency // 4)
+        self._slots_free = asyncio.Event()
 
     def register(self, kind: str, handler: Handler) -> None:
         if kind in self._handlers:
@@ -207,7 +272,12 @@ class Worker:
             while not stop.is_set():
                 free = self.concurrency - len(self._running)
                 if free < self._refill and self._running:
-                    await self._until(stop, self._tasks())  # a slot frees up
+                    self._slots_free.clear()
+                    slots = asyncio.ensure_future(self._slots_free.wait())
+                    try:
+                        await self._until(stop, [slots])  # enough slots free up
+                    finally:
+                        slots.cancel()
                     continue
                 wakeup.clear()
                 claimed = await self._claim(free)
@@ -259,6 +329,8 @@ class Worker:
 
     def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
+        if self.concurrency - len(self._running) >= self._refill:
+            self._slots_free.set()
 
     async def _execute(self, job: Job) -> None:
         handler = self._handlers[job.kind]
@@ -289,32 +361,23 @@ class Worker:
 
     async def _complete(self, job: Job) -> None:
         """Completions are grouped: jobs whose handlers return while one completion
-        transaction is under way are completed together by the next (one UPDATE)."""
-        recorded = asyncio.get_running_loop().create_future()
-        self._to_complete.append((job, recorded))
-        if self._completer is None or self._completer.done():
-            self._completer = asyncio.create_task(self._complete_batches())
-        await asyncio.shield(recorded)
+        statement is under way are completed together by the next."""
+        if not await self._completions(job):
+            log.warning("job %s (%s): lease lost before complete", job.id, job.kind)
 
-    async def _complete_batches(self) -> None:
-        while self._to_complete:
-            await asyncio.sleep(0)  # let the handlers ending in this same tick join
-            batch = self._to_complete[:_COMPLETE_BATCH]
-            del self._to_complete[:_COMPLETE_BATCH]
-            leases = [(job.id, job.claimed.lease_token) for job, _f in batch]
-            try:
-                held = await queue.complete_many(self.store, leases, now=self.clock())
-            except Exception:
-                # The leases run out and other workers take the jobs: at least once.
-                log.exception("recording %d completed jobs failed", len(batch))
-                held = set()
-            for job, recorded in batch:
-                if job.id in held:
-                    job.settled = True
-                else:
-                    log.warning("job %s (%s): lease lost before complete", job.id, job.kind)
-                if not recorded.done():
-                    recorded.set_result(None)
+    async def _complete_many(self, batch: list[Job]) -> list[bool]:
+        leases = [(job.id, job.claimed.lease_token) for job in batch]
+        try:
+            held = await queue.complete_many(self.store, leases, now=self.clock())
+        except Exception:
+            # The leases run out and other workers take the jobs: at least once.
+            log.exception("recording %d completed jobs failed", len(batch))
+            held = set()
+        for job in batch:
+            # Marked here, not by the job's task: one cancelled meanwhile (a stop) must not
+            # be handed back after its completion was recorded.
+            job.settled = job.settled or job.id in held
+        return [job.id in held for job in batch]
 
     async def _settle(
         self,
@@ -371,8 +434,7 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if self._completer is not None:
-            await self._completer  # completions already under way are recorded first
+        await self._completions.idle()  # completions already under way are recorded first
         for job in unfinished:
             if not job.settled:
                 await self._settle(job, "release")
@@ -414,6 +476,7 @@ async def run_worker(
 
 
 __all__ = [
+    "Coalescer",
     "Handler",
     "Job",
     "LeaseLost",

@@ -18,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 from delivery_support import ScriptedReceiver
 
-from conftest import create_postgres_database, drop_postgres_database
 from e2e.conftest import Launcher, Process, clean_env, isthmus_executable
 from isthmus.config import load_settings
 from isthmus.domain.auth import Actor
@@ -34,12 +33,9 @@ DEADLINE = 90.0
 
 
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    url, name = await create_postgres_database()
-    try:
-        yield url
-    finally:
-        await drop_postgres_database(name)
+def pg_url(fresh_db_url: str) -> str:
+    """A new PostgreSQL database of its own, dropped after the test."""
+    return fresh_db_url
 
 
 @pytest.fixture
@@ -64,6 +60,7 @@ def launcher(tmp_path: Path) -> AsyncIterator[Launcher]:  # type: ignore[misc]
         started.stop_all()
 
 
+@pytest.mark.parametrize("fresh_db_url", ["postgresql"], indirect=True)
 async def test_sigkill_mid_run_loses_no_delivery(
     pg_url: str, tmp_path: Path, receiver: ScriptedReceiver, launcher: Launcher
 ) -> None:

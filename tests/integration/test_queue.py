@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
 from isthmus.domain.jobs import JobStatus, NewJob
+from isthmus.errors import StoreUnavailable
 from isthmus.hub import Hub
 from isthmus.store import queue, tenants
-from isthmus.store.db import Store, make_engine
+from isthmus.store.db import Store, after_commit, make_engine
 from isthmus.store.notify import wakeup_for
 from isthmus.worker import Job, LeaseLost, RetryLater, Worker
 
@@ -355,6 +357,93 @@ async def test_a_lost_listen_connection_wakes_and_is_reopened(hub: Hub) -> None:
         assert await wakeup.wait(2)
     finally:
         await wakeup.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # one writer at a time
+async def test_sqlite_writers_take_their_turns_in_arrival_order(store: Store) -> None:
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def write(name: str, hold: asyncio.Event | None = None) -> None:
+        async with store.transaction() as conn:
+            await queue.enqueue(conn, kind="test.a", payload={"by": name}, now=T0)
+            order.append(name)
+            if hold is not None:
+                await asyncio.wait_for(hold.wait(), 10)
+
+    first = asyncio.create_task(write("first", release))
+    while not order:
+        await asyncio.sleep(0.01)
+    later = []
+    for name in ("second", "third", "fourth"):
+        later.append(asyncio.create_task(write(name)))
+        await asyncio.sleep(0.02)  # each is waiting for its turn before the next arrives
+    assert order == ["first"]
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, *later), 10)
+    assert order == ["first", "second", "third", "fourth"]
+    assert (await counts(store))[JobStatus.QUEUED] == 4
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # NOTIFY is PostgreSQL's
+async def test_what_runs_after_a_commit_cannot_undo_it(hub: Hub) -> None:
+    store = hub.store
+    wakeup = wakeup_for(store, kinds={"test.a"})
+    await wakeup.start()
+    ran: list[str] = []
+
+    async def fails(_driver: Any) -> None:
+        ran.append("fails")
+        raise RuntimeError("after commit")
+
+    try:
+        wakeup.clear()
+        async with store.transaction() as conn:
+            hooks = after_commit(conn)
+            assert hooks is not None
+            hooks["first"] = fails
+            await queue.enqueue(conn, kind="test.a", payload={}, now=T0)
+        # The failing action is only logged; the commit stands, and the announcement made
+        # after it still wakes the workers.
+        assert ran == ["fails"]
+        assert (await counts(store))[JobStatus.QUEUED] == 1
+        assert await wakeup.wait(5)
+    finally:
+        await wakeup.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_the_queue_recovers_when_the_server_drops_its_connections(
+    hub: Hub, db_url: str
+) -> None:
+    store = hub.store
+    await put(store, 3)
+    assert len(await queue.claim(store, limit=1, lease_seconds=LEASE, now=at(1))) == 1
+    admin = await asyncpg.connect(db_url)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    # A dropped connection fails its statement as StoreUnavailable (never a driver error)
+    # and leaves the pool; the queue works again with fresh ones.
+    failures = 0
+    for _ in range(50):
+        try:
+            claimed = await queue.claim(store, limit=1, lease_seconds=LEASE, now=at(2))
+        except StoreUnavailable:
+            failures += 1
+            continue
+        break
+    else:
+        pytest.fail("the queue did not recover")
+    assert len(claimed) == 1
+    assert 1 <= failures <= 2
+    assert len(await queue.claim(store, limit=5, lease_seconds=LEASE, now=at(3))) == 1
 
 
 async def test_an_idle_worker_is_woken_by_an_enqueue_not_by_its_poll(store: Store) -> None:

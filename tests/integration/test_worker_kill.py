@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import create_postgres_database, drop_postgres_database
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.store import migrate, queue
 from isthmus.store.db import Store, make_engine
@@ -64,12 +63,9 @@ class Proc:
 
 
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    url, name = await create_postgres_database()
-    try:
-        yield url
-    finally:
-        await drop_postgres_database(name)
+def pg_url(fresh_db_url: str) -> str:
+    """A new PostgreSQL database of its own, dropped after the test."""
+    return fresh_db_url
 
 
 @pytest.fixture
@@ -128,6 +124,7 @@ async def until(
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("fresh_db_url", ["postgresql"], indirect=True)
 async def test_sigkill_mid_run_loses_no_job(
     store: Store, pg_url: str, procs: list[Proc], tmp_path: Path
 ) -> None:

@@ -3,25 +3,43 @@
 SQLite gets WAL, foreign keys, a busy timeout, and ``BEGIN IMMEDIATE`` for write
 transactions: a deferred transaction that reads and then writes can fail at once with
 "database is locked" when another writer got there first, instead of waiting its turn.
+The writers of one store also queue in process for their turn, first come first served:
+SQLite's own wait for a busy database sleeps in growing steps (up to 100 ms), so under a
+steady stream of writers most of the waiting would be sleep.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from isthmus.errors import StoreUnavailable
 
+log = logging.getLogger("isthmus.store")
+
 _READ_ONLY = "isthmus_read_only"
 _IDLE_SINCE = "isthmus_idle_since"
+_AFTER_COMMIT = "isthmus_after_commit"
+
+#: Something to do once a transaction has committed, given the pooled connection's driver
+#: connection (asyncpg, outside any transaction); see ``after_commit``.
+AfterCommit = Callable[[Any], Awaitable[None]]
 #: A pooled PostgreSQL connection idle this long is pinged before it is handed out.
 PING_AFTER_IDLE_SECONDS = 5.0
+#: A SQLite writer waits this long for its turn in process, then leaves the wait to SQLite
+#: (a transaction opened inside another one's block would otherwise wait for ever).
+SQLITE_TURN_SECONDS = 10.0
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -29,6 +47,10 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _tune_sqlite(engine)
         return engine
+    # The most recently returned connection is handed out first: a few hot connections
+    # serve a busy worker (their server processes, caches and prepared statements warm)
+    # instead of every statement waking the next of dozens in turn.
+    kwargs.setdefault("pool_use_lifo", True)
     engine = create_async_engine(url, **kwargs)
     _ping_when_idle(engine)
     return engine
@@ -74,11 +96,34 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def after_commit(conn: AsyncConnection) -> dict[str, AfterCommit] | None:
+    """The actions (by name: one per name) to run once the ``Store.transaction`` that
+    ``conn`` belongs to has committed, on the same connection, outside the transaction;
+    None when ``conn`` is not in one. A rolled-back transaction runs none; an action that
+    fails is logged, never raised (the transaction is committed by then). PostgreSQL only:
+    SQLite's connection has no driver connection of this kind."""
+    hooks: dict[str, AfterCommit] | None = conn.info.get(_AFTER_COMMIT)
+    return hooks
+
+
+async def _run_after_commit(conn: AsyncConnection, hooks: dict[str, AfterCommit]) -> None:
+    driver = (await conn.get_raw_connection()).driver_connection
+    for name, action in hooks.items():
+        try:
+            await action(driver)
+        except Exception as exc:
+            log.warning("after commit, %s failed: %s", name, exc)
+
+
 class Store:
     """Owns the engine; hands out transactions. All SQL lives in ``isthmus.store``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite: the in-process queue of writers, one per event loop using this store.
+        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def dialect(self) -> str:
@@ -86,12 +131,43 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
+        """A write transaction: committed when the block ends, rolled back if it raises.
+        What the transaction registered with ``after_commit`` runs once it has committed."""
+        hooks: dict[str, AfterCommit] = {}
+        async with self._turn():
+            try:
+                async with self.engine.connect() as conn:
+                    conn.info[_AFTER_COMMIT] = hooks
+                    try:
+                        async with conn.begin():
+                            yield conn
+                    finally:
+                        conn.info.pop(_AFTER_COMMIT, None)
+                    if hooks:
+                        await _run_after_commit(conn, hooks)
+            except OperationalError as exc:
+                raise StoreUnavailable(f"the database cannot be reached: {exc.orig}") from exc
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """SQLite: this writer's turn among the store's writers in this process."""
+        if self.dialect != "sqlite":
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._writers.get(loop)
+        if lock is None:
+            lock = self._writers[loop] = asyncio.Lock()
         try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except OperationalError as exc:
-            raise StoreUnavailable(f"the database cannot be reached: {exc.orig}") from exc
+            async with asyncio.timeout(SQLITE_TURN_SECONDS):
+                await lock.acquire()
+        except TimeoutError:
+            yield  # SQLite's own wait for the database decides
+            return
+        try:
+            yield
+        finally:
+            lock.release()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -105,17 +181,6 @@ class Store:
             raise StoreUnavailable(f"the database cannot be reached: {exc.orig}") from exc
 
     @asynccontextmanager
-    async def read_statements(self) -> AsyncIterator[AsyncConnection]:
-        """For reads whose statements each stand alone: on PostgreSQL a connection in
-        autocommit (no BEGIN and COMMIT round trips around them); on SQLite ``read``."""
-        if self.dialect != "postgresql":
-            async with self.read() as conn:
-                yield conn
-            return
-        async with self.autocommit() as conn:
-            yield conn
-
-    @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection in autocommit: each statement commits on its own, with no BEGIN and
         COMMIT round trips. Only for statements that are whole units of work by themselves."""
@@ -125,6 +190,38 @@ class Store:
                 yield conn
         except OperationalError as exc:
             raise StoreUnavailable(f"the database cannot be reached: {exc.orig}") from exc
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """PostgreSQL only: a pooled connection's own asyncpg connection, each statement
+        committing on its own (no transaction is open on it). For the queue's hot paths,
+        where SQLAlchemy's per-statement CPU costs several times the round trip: the store's
+        statements run there as SQL text with positional parameters.
+
+        A connection that broke, or whose statement was interrupted (cancelled mid-flight,
+        its protocol state unknown), is dropped from the pool rather than handed out again.
+        """
+        if self.dialect != "postgresql":
+            raise RuntimeError("Store.driver() is for PostgreSQL")
+        try:
+            pooled = await self.engine.raw_connection()
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
+        conn: Any = pooled.driver_connection  # asyncpg.Connection (asyncpg ships no types)
+        broken = True
+        try:
+            yield conn
+            broken = False
+        except Exception as exc:
+            lost = (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.PostgresConnectionError)
+            if isinstance(exc, lost) or conn.is_closed():  # e.g. the server shut it down
+                raise StoreUnavailable(f"the database connection failed: {exc}") from exc
+            broken = False  # a refused statement (or the caller's own error): conn is fine
+            raise
+        finally:
+            if broken or conn.is_closed():
+                await greenlet_spawn(pooled.invalidate)
+            await greenlet_spawn(pooled.close)
 
     async def ping(self) -> bool:
         try:

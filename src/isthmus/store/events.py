@@ -1,16 +1,29 @@
-"""Published events: insert, and find an earlier one by its idempotency key."""
+"""Published events: write a batch with its deliveries and their jobs, and find earlier
+events by their idempotency keys."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from isthmus.store.tables import events
+from isthmus.domain.ids import new_id
+from isthmus.domain.jobs import JobStatus, NewJob
+from isthmus.domain.webhooks import SubscriptionStatus
+from isthmus.store import notify, queue
+from isthmus.store.deliveries import PENDING
+from isthmus.store.tables import deliveries, event_types, events
+from isthmus.store.tables import webhook_subscriptions as subs
+from isthmus.store.types import JSONType
+
+#: Rows per statement on SQLite, well under its limit of bound parameters.
+_SQLITE_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -22,42 +35,262 @@ class StoredEvent:
     created_at: datetime
 
 
-class DuplicateKey(Exception):
-    """Another transaction wrote an event with this idempotency key first."""
+class EventRow(NamedTuple):
+    """One event to write (``data`` is JSON-ready; ``payload_hash`` tells repeats apart)."""
+
+    id: str
+    type: str
+    data: Any
+    idempotency_key: str | None
+    payload_hash: str
 
 
-_INSERT = events.insert()
+class DeliveryRow(NamedTuple):
+    """One pending delivery of a new event to a subscription, first attempt due at ``due``."""
+
+    event_id: str
+    event_type: str
+    subscription_id: str
+    due: datetime
 
 
-async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    """Insert one event; ``DuplicateKey`` if its idempotency key is taken (the insert runs in
-    a savepoint, so the caller's transaction stays usable)."""
-    if values.get("idempotency_key") is None:
-        await conn.execute(_INSERT, values)  # no key, no conflict possible
-        return
-    try:
-        async with conn.begin_nested():
-            await conn.execute(_INSERT, values)
-    except IntegrityError as exc:
-        raise DuplicateKey(values["idempotency_key"]) from exc
+class TypeState(NamedTuple):
+    """An event type as publishing checks it."""
+
+    schema: dict[str, Any] | None
+    archived: bool
 
 
-async def by_key(conn: AsyncConnection, tenant_id: str, key: str) -> StoredEvent | None:
-    """The event holding ``key`` in this tenant, whatever its age."""
-    row = (
-        await conn.execute(
-            sa.select(
-                events.c.id,
-                events.c.tenant_id,
-                events.c.type,
-                events.c.payload_hash,
-                events.c.created_at,
-            ).where(events.c.tenant_id == tenant_id, events.c.idempotency_key == key)
+class Receiver(NamedTuple):
+    """A subscription that receives events now, as fan-out needs it."""
+
+    id: str
+    events: tuple[str, ...]
+    retry_schedule: tuple[float, ...]
+
+
+def _publishing_reads() -> sa.CompoundSelect[Any]:
+    named = sa.select(
+        sa.literal("type").label("what"),
+        event_types.c.name.label("key"),
+        event_types.c.schema.label("a"),
+        sa.type_coerce(sa.null(), JSONType).label("b"),
+        event_types.c.archived.label("archived"),
+    ).where(
+        event_types.c.tenant_id == sa.bindparam("tenant_id"),
+        event_types.c.name.in_(sa.bindparam("names", expanding=True)),
+    )
+    receiving = sa.select(
+        sa.literal("sub"),
+        subs.c.id,
+        subs.c.events,
+        subs.c.retry_schedule,
+        sa.null(),
+    ).where(
+        subs.c.tenant_id == sa.bindparam("tenant_id"),
+        subs.c.is_active.is_(True),
+        subs.c.status == SubscriptionStatus.ACTIVE.value,
+    )
+    return sa.union_all(named, receiving)
+
+
+# Built once: every publish runs it.
+_PUBLISHING_READS = _publishing_reads()
+
+
+async def publishing_reads(
+    conn: AsyncConnection, tenant_id: str, type_names: Iterable[str]
+) -> tuple[dict[str, TypeState], list[Receiver]]:
+    """What a publish reads, in one statement: the tenant's event types of these names (those
+    that exist) and its subscriptions that receive events now (switched on, not disabled),
+    by id."""
+    rows = await conn.execute(
+        _PUBLISHING_READS, {"tenant_id": tenant_id, "names": sorted(set(type_names))}
+    )
+    types: dict[str, TypeState] = {}
+    receivers: list[Receiver] = []
+    for what, key, a, b, archived in rows:
+        if what == "type":
+            types[key] = TypeState(a, bool(archived))
+        else:
+            receivers.append(Receiver(key, tuple(a), tuple(b)))
+    receivers.sort(key=lambda r: r.id)
+    return types, receivers
+
+
+# PostgreSQL: the whole batch in one statement. Events whose idempotency key another
+# transaction took meanwhile are not written (ON CONFLICT waits for that transaction, as a
+# plain insert would), and neither are their deliveries; the statement returns the ids of
+# the events it wrote.
+_INSERT_PUBLISHED = sa.text(
+    f"""
+    WITH ev AS (
+        INSERT INTO events (id, tenant_id, type, data, idempotency_key, payload_hash,
+                            created_at)
+        SELECT e.id, :tenant_id, e.type, CAST(e.data AS JSONB), e.key, e.hash, :now
+        FROM unnest(
+            CAST(:event_ids AS VARCHAR[]), CAST(:types AS VARCHAR[]),
+            CAST(:datas AS TEXT[]), CAST(:keys AS VARCHAR[]), CAST(:hashes AS VARCHAR[])
+        ) AS e(id, type, data, key, hash)
+        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+        RETURNING id
+    ), r AS (
+        SELECT * FROM unnest(
+            CAST(:delivery_ids AS VARCHAR[]), CAST(:delivery_events AS VARCHAR[]),
+            CAST(:delivery_types AS VARCHAR[]), CAST(:subscription_ids AS VARCHAR[]),
+            CAST(:job_ids AS VARCHAR[]), CAST(:dues AS TIMESTAMPTZ[])
+        ) AS r(delivery_id, event_id, event_type, subscription_id, job_id, due)
+        WHERE r.event_id IN (SELECT id FROM ev)
+    ), d AS (
+        INSERT INTO deliveries (id, tenant_id, event_id, subscription_id, event_type, status,
+                                attempts, next_attempt_at, created_at, updated_at)
+        SELECT delivery_id, :tenant_id, event_id, subscription_id, event_type,
+               '{PENDING}', 0, due, :now, :now
+        FROM r
+    ), j AS (
+        INSERT INTO jobs (id, tenant_id, kind, payload, group_key, status, run_at, attempts,
+                          created_at, updated_at)
+        SELECT job_id, :tenant_id, :kind, jsonb_build_object('deliveryId', delivery_id),
+               subscription_id, '{JobStatus.QUEUED.value}', due, 0, :now, :now
+        FROM r
+    )
+    SELECT id FROM ev
+    """  # noqa: S608 - constants only; every value is a bound parameter
+).bindparams(sa.bindparam("now", type_=events.c.created_at.type))
+
+
+async def insert_published(
+    conn: AsyncConnection,
+    *,
+    tenant_id: str,
+    kind: str,
+    now: datetime,
+    new_events: Sequence[EventRow],
+    new_deliveries: Sequence[DeliveryRow],
+) -> set[str]:
+    """Write events, their pending deliveries, and one job of ``kind`` per delivery (payload
+    ``{"deliveryId": ...}``, group the subscription, due with the delivery), announced to
+    the workers on commit, in the caller's transaction and a constant number of statements.
+    An event whose idempotency key was taken meanwhile by another transaction is skipped
+    with its deliveries. Returns the ids of the events written."""
+    if not new_events:
+        return set()
+    if conn.dialect.name == "postgresql":
+        done = await _insert_published_postgres(
+            conn, tenant_id, kind, now, new_events, new_deliveries
         )
-    ).first()
-    return StoredEvent(*row) if row else None
+        if new_deliveries and done:
+            await notify.announce(conn, [kind])
+        return done
+    written: set[str] = set()
+    for start in range(0, len(new_events), _SQLITE_CHUNK):
+        chunk = new_events[start : start + _SQLITE_CHUNK]
+        statement = (
+            sqlite_insert(events)
+            .values(
+                [
+                    {
+                        "id": e.id,
+                        "tenant_id": tenant_id,
+                        "type": e.type,
+                        "data": e.data,
+                        "idempotency_key": e.idempotency_key,
+                        "payload_hash": e.payload_hash,
+                        "created_at": now,
+                    }
+                    for e in chunk
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+            .returning(events.c.id)
+        )
+        written.update((await conn.execute(statement)).scalars())
+    rows: list[dict[str, Any]] = []
+    jobs: list[NewJob] = []
+    for d in new_deliveries:
+        if d.event_id not in written:
+            continue
+        delivery_id = new_id("dlv")
+        rows.append(
+            {
+                "id": delivery_id,
+                "tenant_id": tenant_id,
+                "event_id": d.event_id,
+                "subscription_id": d.subscription_id,
+                "event_type": d.event_type,
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": d.due,
+                "last_status_code": None,
+                "last_error": None,
+                "delivered_at": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        jobs.append(NewJob(kind, {"deliveryId": delivery_id}, tenant_id, d.due, d.subscription_id))
+    if rows:
+        await conn.execute(deliveries.insert(), rows)
+        await queue.enqueue_many(conn, jobs, now=now)
+    return written
 
 
-async def release_key(conn: AsyncConnection, event_id: str) -> None:
-    """Free an expired idempotency key: the unique index spans all time, the promise 24 h."""
-    await conn.execute(events.update().where(events.c.id == event_id).values(idempotency_key=None))
+async def _insert_published_postgres(
+    conn: AsyncConnection,
+    tenant_id: str,
+    kind: str,
+    now: datetime,
+    new_events: Sequence[EventRow],
+    new_deliveries: Sequence[DeliveryRow],
+) -> set[str]:
+    result = await conn.execute(
+        _INSERT_PUBLISHED,
+        {
+            "tenant_id": tenant_id,
+            "now": now,
+            "kind": kind,
+            "event_ids": [e.id for e in new_events],
+            "types": [e.type for e in new_events],
+            "datas": [json.dumps(e.data, ensure_ascii=False) for e in new_events],
+            "keys": [e.idempotency_key for e in new_events],
+            "hashes": [e.payload_hash for e in new_events],
+            "delivery_ids": [new_id("dlv") for _ in new_deliveries],
+            "delivery_events": [d.event_id for d in new_deliveries],
+            "delivery_types": [d.event_type for d in new_deliveries],
+            "subscription_ids": [d.subscription_id for d in new_deliveries],
+            "job_ids": [new_id("job") for _ in new_deliveries],
+            "dues": [d.due for d in new_deliveries],
+        },
+    )
+    return {row[0] for row in result}
+
+
+_BY_KEYS = sa.select(
+    events.c.id,
+    events.c.tenant_id,
+    events.c.type,
+    events.c.payload_hash,
+    events.c.created_at,
+    events.c.idempotency_key,
+).where(
+    events.c.tenant_id == sa.bindparam("tenant_id"),
+    events.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)),
+)
+
+
+async def by_keys(
+    conn: AsyncConnection, tenant_id: str, keys: Iterable[str]
+) -> dict[str, StoredEvent]:
+    """The events holding ``keys`` in this tenant, whatever their age, by key."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = await conn.execute(_BY_KEYS, {"tenant_id": tenant_id, "keys": wanted})
+    return {row[5]: StoredEvent(*row[:5]) for row in rows}
+
+
+async def release_keys(conn: AsyncConnection, event_ids: Iterable[str]) -> None:
+    """Free expired idempotency keys: the unique index spans all time, the promise 24 h."""
+    ids = list(event_ids)
+    if ids:
+        await conn.execute(events.update().where(events.c.id.in_(ids)).values(idempotency_key=None))

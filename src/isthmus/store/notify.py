@@ -3,9 +3,10 @@
 Two halves:
 
 - ``announce(conn, kinds)`` runs inside the enqueuing transaction. On PostgreSQL it issues
-  ``pg_notify('isthmus_jobs', kind)``, which the server delivers on commit and drops on
-  rollback. On SQLite it marks the connection; an engine ``commit`` hook then signals every
-  in-process listener of that database file, and a rollback drops the mark.
+  ``pg_notify('isthmus_jobs', kind)`` once the transaction has committed (nothing on
+  rollback; see ``announce`` for why after the commit, not in it). On SQLite it marks the
+  connection; an engine ``commit`` hook then signals every in-process listener of that
+  database file, and a rollback drops the mark.
 - ``WakeUp`` is what a worker waits on: ``PostgresWakeUp`` LISTENs on a dedicated asyncpg
   connection; ``LocalWakeUp`` subscribes to the in-process signal. ``wakeup_for(store)`` picks.
 
@@ -32,9 +33,9 @@ import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from isthmus.store.db import Store
+from isthmus.store.db import Store, after_commit
 
 log = logging.getLogger("isthmus.queue")
 
@@ -61,17 +62,80 @@ class WakeUp(Protocol):
 
 
 _NOTIFY = sa.select(sa.func.pg_notify(CHANNEL, sa.bindparam("kind", type_=sa.String())))
+_NOTIFY_MANY = f"SELECT pg_notify('{CHANNEL}', kind) FROM unnest($1::text[]) AS kind"  # noqa: S608 - a constant
 
 
 async def announce(conn: AsyncConnection, kinds: Iterable[str]) -> None:
-    """Tell waiting workers, once this transaction commits, that jobs of ``kinds`` exist."""
+    """Tell waiting workers, once this transaction commits, that jobs of ``kinds`` exist.
+
+    On PostgreSQL inside a ``Store.transaction`` the NOTIFY goes after the commit, in a
+    transaction of its own, sent by a task of the engine's (``_Announcer``) so the committer
+    does not wait for it. A transaction that notifies holds the server's notification lock
+    from its commit until its commit record is flushed, so every committing publisher would
+    queue behind the others' disk flushes; one that only notifies flushes nothing. (A crash
+    between the two only costs the workers' poll interval.) Elsewhere the NOTIFY is part of
+    the transaction, delivered on its commit.
+    """
     if conn.dialect.name == "postgresql":
-        for kind in sorted(set(kinds)):
-            await conn.execute(_NOTIFY, {"kind": kind})
+        hooks = after_commit(conn)
+        if hooks is None:
+            for kind in sorted(set(kinds)):
+                await conn.execute(_NOTIFY, {"kind": kind})
+            return
+        found = hooks.get(CHANNEL)
+        if not isinstance(found, _Announcement):
+            found = _Announcement(conn.engine)
+            hooks[CHANNEL] = found
+        found.kinds.update(kinds)
         return
     _install_commit_hook(conn.sync_engine)
     pending: set[str] = conn.sync_connection.info.setdefault(_PENDING, set())  # type: ignore[union-attr]
     pending.update(kinds)
+
+
+class _Announcement:
+    """The kinds a committed transaction announces: handed to its engine's announcer."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.kinds: set[str] = set()
+
+    async def __call__(self, _driver: Any) -> None:
+        announcer = _announcers.get(self.engine)
+        if announcer is None:
+            announcer = _announcers[self.engine] = _Announcer(Store(self.engine))
+        announcer.post(self.kinds)
+
+
+class _Announcer:
+    """Sends an engine's announcements from a task of its own, on a pooled connection, one
+    NOTIFY per kind; those posted while one is being sent go together in the next. A
+    failure is logged: the workers' poll finds the jobs all the same."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pending: set[str] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def post(self, kinds: set[str]) -> None:
+        self.pending |= kinds
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._send(), name="isthmus announcements")
+
+    async def _send(self) -> None:
+        while self.pending:
+            kinds = sorted(self.pending)
+            self.pending.clear()
+            try:
+                async with self.store.driver() as driver:
+                    await driver.execute(_NOTIFY_MANY, kinds)
+            except Exception as exc:
+                log.warning("cannot wake the workers (their poll will find the jobs): %s", exc)
+
+
+#: One announcer per engine (the pool it sends from).
+_announcers: weakref.WeakKeyDictionary[AsyncEngine, _Announcer] = weakref.WeakKeyDictionary()
 
 
 def wakeup_for(store: Store, kinds: Iterable[str] | None = None) -> WakeUp:

@@ -36,7 +36,6 @@ index, (status, run_at), serves due work, rescue and retention.
 
 from __future__ import annotations
 
-import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -46,8 +45,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from isthmus.domain.ids import new_id
-from isthmus.domain.jobs import FINISHED, ClaimedJob, JobRow, JobStatus, NewJob
+from isthmus.domain.jobs import FINISHED, JobRow, JobStatus, NewJob
 from isthmus.store import notify
+from isthmus.store.claim import claim as claim  # part of this module's contract
 from isthmus.store.db import Store
 from isthmus.store.tables import jobs
 from isthmus.store.types import utcnow
@@ -119,79 +119,6 @@ async def cancel_in(conn: AsyncConnection, job_id: str, *, now: datetime | None 
     return result.rowcount == 1
 
 
-# -- claim ---------------------------------------------------------------------------------
-
-
-async def claim(
-    store: Store,
-    *,
-    limit: int,
-    lease_seconds: float,
-    kinds: Iterable[str] | None = None,
-    now: datetime | None = None,
-) -> list[ClaimedJob]:
-    """Take up to ``limit`` jobs that are due (queued, ``run_at <= now``) or abandoned
-    (running, lease expired), in one transaction; expired leases are served first."""
-    if limit <= 0:
-        return []
-    now = now or utcnow()
-    expires = now + timedelta(seconds=lease_seconds)
-    token = secrets.token_hex(16)
-    wanted = sorted(set(kinds)) if kinds is not None else None
-    claimed: list[ClaimedJob] = []
-    async with store.transaction() as conn:
-        for status in (JobStatus.RUNNING, JobStatus.QUEUED):
-            if len(claimed) == limit:
-                break
-            picked = sa.select(jobs.c.id).where(jobs.c.status == status.value, jobs.c.run_at <= now)
-            if wanted is not None:
-                picked = picked.where(jobs.c.kind.in_(wanted))
-            # A materialized CTE is evaluated once, so its LIMIT and row locks hold exactly.
-            cte = (
-                picked.order_by(jobs.c.run_at)
-                .limit(limit - len(claimed))
-                .with_for_update(skip_locked=True)
-                .cte("picked")
-                .prefix_with("MATERIALIZED")
-            )
-            statement = (
-                jobs.update()
-                .where(jobs.c.id.in_(sa.select(cte.c.id)))
-                .values(
-                    status=JobStatus.RUNNING.value,
-                    lease_token=token,
-                    run_at=expires,
-                    attempts=jobs.c.attempts + 1,
-                    updated_at=now,
-                )
-                .returning(
-                    jobs.c.id,
-                    jobs.c.tenant_id,
-                    jobs.c.kind,
-                    jobs.c.payload,
-                    jobs.c.group_key,
-                    jobs.c.attempts,
-                    jobs.c.created_at,
-                )
-            )
-            for row in await conn.execute(statement):
-                claimed.append(
-                    ClaimedJob(
-                        id=row.id,
-                        tenant_id=row.tenant_id,
-                        kind=row.kind,
-                        payload=row.payload,
-                        group=row.group_key,
-                        attempts=row.attempts,
-                        lease_token=token,
-                        lease_expires_at=expires,
-                        created_at=row.created_at,
-                    )
-                )
-    claimed.sort(key=lambda job: job.id)
-    return claimed
-
-
 # -- settle, fenced by the lease token -----------------------------------------------------
 
 
@@ -211,25 +138,6 @@ async def _settle(conn: AsyncConnection, job_id: str, lease_token: str, **values
     """The fenced update every settle is: it ends the lease, and touches nothing when the
     lease is no longer this token's."""
     return (await conn.execute(_fenced(job_id, lease_token, **values))).rowcount == 1
-
-
-def complete_statement() -> sa.Update:
-    """The fenced update of ``complete_in`` with bound parameters (``complete_params``),
-    returning the job's id when the lease held: for a caller that makes it part of a
-    statement of its own (a PostgreSQL CTE)."""
-    done_at = sa.bindparam("job_done_at", type_=jobs.c.run_at.type)
-    return _fenced(
-        sa.bindparam("job_id", type_=jobs.c.id.type),
-        sa.bindparam("job_lease_token", type_=jobs.c.lease_token.type),
-        status=JobStatus.DONE.value,
-        run_at=done_at,
-        updated_at=done_at,
-    ).returning(jobs.c.id)
-
-
-def complete_params(job_id: str, lease_token: str, *, now: datetime) -> dict[str, Any]:
-    """The parameters of ``complete_statement`` for one job."""
-    return {"job_id": job_id, "job_lease_token": lease_token, "job_done_at": now}
 
 
 def _error(text: str | None) -> str | None:
@@ -379,6 +287,37 @@ async def complete_many_in(
     return set((await conn.execute(statement)).scalars())
 
 
+def _fenced_many_sql(assignments: str) -> str:
+    """PostgreSQL: ``assignments`` on the jobs still held under the ``(id, token)`` pairs
+    given as two arrays ($1, $2), in one statement; returns their ids.
+
+    A job has a lease token only while it runs (a claim sets a fresh one, every settle
+    clears it), so the token alone fences, and the rows are found by id: a condition on
+    ``status`` would invite the planner, on a table without statistics yet, to read every
+    entry its index keeps for running jobs (dead ones included) at each call.
+    """
+    return f"""
+        UPDATE jobs SET {assignments}
+        FROM unnest($1::varchar[], $2::varchar[]) AS held(id, token)
+        WHERE jobs.id = held.id AND jobs.lease_token = held.token
+        RETURNING jobs.id
+    """  # noqa: S608 - constants only; every value is a bound parameter
+
+
+_COMPLETE_MANY_PG = _fenced_many_sql(
+    f"status = '{JobStatus.DONE.value}', lease_token = NULL, run_at = $3, updated_at = $3"
+)
+_EXTEND_PG = _fenced_many_sql("run_at = $3, updated_at = $4")
+
+
+async def _fenced_many_postgres(
+    store: Store, sql: str, leases: list[tuple[str, str]], *args: Any
+) -> set[str]:
+    async with store.driver() as conn:
+        rows = await conn.fetch(sql, [j for j, _t in leases], [t for _j, t in leases], *args)
+    return {row[0] for row in rows}
+
+
 async def complete_many(
     store: Store, leases: Iterable[tuple[str, str]], *, now: datetime | None = None
 ) -> set[str]:
@@ -386,6 +325,9 @@ async def complete_many(
     leases = list(leases)
     if not leases:
         return set()
+    now = now or utcnow()
+    if store.dialect == "postgresql":
+        return await _fenced_many_postgres(store, _COMPLETE_MANY_PG, leases, now)
     async with store.transaction() as conn:
         return await complete_many_in(conn, leases, now=now)
 
@@ -399,18 +341,18 @@ async def extend_leases(
 ) -> set[str]:
     """Push the lease expiry of held jobs (``(job_id, lease_token)`` pairs) to ``now +
     lease_seconds``, in one statement; returns the ids still held (the others were lost)."""
-    held = _held(leases)
-    if held is None:
+    leases = list(leases)
+    if not leases:
         return set()
     now = now or utcnow()
-    statement = (
-        jobs.update()
-        .where(held)
-        .values(run_at=now + timedelta(seconds=lease_seconds), updated_at=now)
-        .returning(jobs.c.id)
-    )
+    expires = now + timedelta(seconds=lease_seconds)
+    if store.dialect == "postgresql":
+        return await _fenced_many_postgres(store, _EXTEND_PG, leases, expires, now)
+    held = _held(leases)
+    assert held is not None
+    statement = jobs.update().where(held).values(run_at=expires, updated_at=now)
     async with store.transaction() as conn:
-        return set((await conn.execute(statement)).scalars())
+        return set((await conn.execute(statement.returning(jobs.c.id))).scalars())
 
 
 async def extend_lease(

@@ -2,14 +2,18 @@
 
 One run::
 
-    load delivery + event + subscription (read)
+    load delivery + event + subscription (read; one statement for the jobs claimed together)
       delivery no longer pending             -> job done, nothing sent
       subscription gone, switched off or
       disabled                               -> delivery cancelled, job done
       over the rate limit / no free slot     -> RetryLater shortly (no attempt counted)
     POST the signed body (outside any transaction)
-    one transaction: the attempt row, the delivery's new state, the subscription's failure
-    counters (and its disabling), and the job's settle fenced by its lease
+    record, atomically: the attempt row, the delivery's new state, the subscription's
+    failure counters (and its disabling), and the job's settle fenced by its lease
+
+Successes of subscriptions with a clean record (the common case) are recorded in groups,
+one statement for the deliveries that finish together (``deliveries.record_successes``);
+failures, retries and the rest go one by one through the retry policy.
 
 Because the attempt's effects commit with the job's settle, a worker that dies mid-way
 leaves the job to be rescued and the attempt is made again, never lost (at least once).
@@ -28,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+from yarl import URL
 
 from isthmus.domain.auth import Actor
 from isthmus.domain.ids import new_id
@@ -44,11 +49,12 @@ from isthmus.webhooks.retry import Outcome, next_attempt, should_disable
 from isthmus.webhooks.signing import delivery_headers, payload
 from isthmus.webhooks.signing_secrets import SigningSecrets
 from isthmus.webhooks.throttle import Throttle
-from isthmus.worker import Job, RetryLater
+from isthmus.worker import Coalescer, Job, RetryLater
 
 log = logging.getLogger("isthmus.webhooks")
 
 MAX_RESPONSE_BODY = 4096
+_URL_CACHE_MAX = 10_000
 DISABLED_EVENT = "webhook.disabled"
 GONE_REASON = "the endpoint answered 410 Gone"
 
@@ -70,6 +76,10 @@ def _clean(text: str | None) -> str | None:
     return text.replace("\x00", "\ufffd") if text is not None else None
 
 
+#: A loaded delivery and the bodies made for its batch so far (by event id).
+_Loaded = tuple[repo.Loaded, dict[str, bytes]]
+
+
 class DeliveryHandler:
     """Call it with a claimed ``webhook.deliver`` job (see the module docstring)."""
 
@@ -87,27 +97,44 @@ class DeliveryHandler:
         self.outbound = outbound
         self.throttle = throttle
         self.rng = rng or random.Random()
+        self._load: Coalescer[str, _Loaded | None] = Coalescer(self._load_many)
+        self._record_success: Coalescer[tuple[Job, repo.Success], bool] = Coalescer(
+            self._record_many
+        )
+        self._urls: dict[str, URL] = {}
 
     async def __call__(self, job: Job) -> None:
         delivery_id = str(job.payload.get("deliveryId", ""))
         now = job.clock()
-        async with self.store.read_statements() as conn:
-            loaded = await repo.load_for_attempt(conn, delivery_id)
-            if loaded is None or loaded[0].status != repo.PENDING:
-                return  # settled meanwhile (or removed): the worker completes the job
-            work, sub, stamp = loaded
-            refusal = _refusal(sub)
-            secrets = (
-                await self.secrets.active_cached(conn, sub, now, stamp)
-                if sub and not refusal
-                else []
-            )
+        loaded = await self._load(delivery_id)
+        if loaded is None or loaded[0][0].status != repo.PENDING:
+            return  # settled meanwhile (or removed): the worker completes the job
+        (work, sub, stamp), bodies = loaded
+        refusal = _refusal(sub)
         if sub is None or refusal:
             async with self.store.transaction() as conn:
                 await repo.cancel(conn, work.id, refusal or "subscription deleted", now)
                 await job.complete_in(conn)
             return
 
+        secrets = self.secrets.cached(sub, now, stamp)
+        if secrets is None:  # opened again only when they changed, or once in a while
+            async with self.store.read() as conn:
+                secrets = await self.secrets.active_cached(conn, sub, now, stamp)
+        if sub.rate_limit_per_second or sub.max_concurrency:
+            attempt = await self._throttled(work, sub, secrets, bodies, now)
+        else:  # nothing for the throttle to count
+            attempt = await self._sign_and_send(work, sub, secrets, bodies, now)
+        await self._record(job, work, sub, attempt)
+
+    async def _throttled(
+        self,
+        work: repo.DeliveryWork,
+        sub: WebhookSubscription,
+        secrets: list[str],
+        bodies: dict[str, bytes],
+        now: datetime,
+    ) -> Attempt:
         delay = await self.throttle.rate_delay(sub)
         if delay is not None:
             raise RetryLater("subscription rate limit", delay=delay)
@@ -117,19 +144,33 @@ class DeliveryHandler:
                     "subscription at its maximum concurrency",
                     delay=self.rng.uniform(0.2, 0.6),
                 )
-            body = payload(work.event_type, work.event_created_at, work.tenant_id, work.data)
-            headers = delivery_headers(
-                secrets=secrets,
-                msg_id=work.id,
-                timestamp=int(now.timestamp()),
-                body=body,
-                subscription_id=sub.id,
-                event_type=work.event_type,
-                user_agent=USER_AGENT,
-                extra=sub.headers,
+            return await self._sign_and_send(work, sub, secrets, bodies, now)
+
+    async def _sign_and_send(
+        self,
+        work: repo.DeliveryWork,
+        sub: WebhookSubscription,
+        secrets: list[str],
+        bodies: dict[str, bytes],
+        now: datetime,
+    ) -> Attempt:
+        # Every subscription's copy of an event has the same body: made once a batch.
+        body = bodies.get(work.event_id)
+        if body is None:
+            body = bodies[work.event_id] = payload(
+                work.event_type, work.event_created_at, work.tenant_id, work.data
             )
-            attempt = await self._send(sub, headers, body)
-        await self._record(job, work, sub, attempt)
+        headers = delivery_headers(
+            secrets=secrets,
+            msg_id=work.id,
+            timestamp=int(now.timestamp()),
+            body=body,
+            subscription_id=sub.id,
+            event_type=work.event_type,
+            user_agent=USER_AGENT,
+            extra=sub.headers,
+        )
+        return await self._send(sub, headers, body)
 
     async def _send(
         self, sub: WebhookSubscription, headers: dict[str, str], body: bytes
@@ -138,7 +179,7 @@ class DeliveryHandler:
         try:
             response = await self.outbound.request(
                 "POST",
-                sub.url,
+                self._url(sub.url),
                 headers=headers,
                 data=body,
                 timeout=float(min(sub.timeout_seconds, MAX_TIMEOUT)),
@@ -162,10 +203,30 @@ class DeliveryHandler:
         now = job.clock()
         number = work.attempts + 1
         outcome = attempt.outcome
+        attempt_id = new_id("att")
+        clean_record = not sub.consecutive_failures and sub.first_failure_at is None
+        if outcome.success and clean_record and attempt.status_code is not None:
+            # The common case, grouped with the successes finishing together: the attempt,
+            # the delivery's state and the job's completion commit together, or (lease
+            # lost) none of them.
+            success = repo.Success(
+                job_id=job.id,
+                lease_token=job.lease_token,
+                delivery_id=work.id,
+                tenant_id=work.tenant_id,
+                attempts=number,
+                attempt_id=attempt_id,
+                at=now,
+                status_code=attempt.status_code,
+                response_body=attempt.response_body,
+                latency_ms=attempt.latency_ms,
+            )
+            job.completed(await self._record_success((job, success)))
+            return
         retry_at = next_attempt(sub.retry_schedule, number, outcome, now, self.rng)
         error = _clean(attempt.error_message)
         row = {
-            "id": new_id("att"),
+            "id": attempt_id,
             "delivery_id": work.id,
             "tenant_id": work.tenant_id,
             "attempted_at": now,
@@ -186,16 +247,6 @@ class DeliveryHandler:
             state |= {"status": repo.PENDING, "next_attempt_at": retry_at}
         else:
             state |= {"status": "failed", "next_attempt_at": None}
-        clean_record = not sub.consecutive_failures and sub.first_failure_at is None
-        if outcome.success and clean_record and self.store.dialect == "postgresql":
-            # The common case in one statement: the attempt, the delivery's state and the
-            # job's completion commit together, or (lease lost) none of them.
-            async with self.store.autocommit() as conn:
-                held, _settled = await repo.record_success(
-                    conn, row, number, state, job.complete_params()
-                )
-            job.completed(held)
-            return
         async with self.store.transaction() as conn:
             await repo.record_attempt(conn, row)
             if not await repo.settle(conn, work.id, number, **state):
@@ -212,6 +263,36 @@ class DeliveryHandler:
             else:
                 await self._after_final_failure(conn, sub, outcome, now)
                 await job.fail_in(conn, error=error or "delivery failed")
+
+    def _url(self, url: str) -> URL | str:
+        """The endpoint parsed once, not at every delivery (the client still vets it each
+        time); a URL that does not parse goes as given, for the client to refuse."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            try:
+                parsed = URL(url)
+            except (TypeError, ValueError):
+                return url
+            if len(self._urls) >= _URL_CACHE_MAX:
+                self._urls.clear()
+            self._urls[url] = parsed
+        return parsed
+
+    async def _load_many(self, delivery_ids: list[str]) -> list[_Loaded | None]:
+        found = await repo.load_many(self.store, delivery_ids)
+        bodies: dict[str, bytes] = {}  # event id -> body, shared by the batch
+        return [
+            (loaded, bodies) if (loaded := found.get(delivery_id)) is not None else None
+            for delivery_id in delivery_ids
+        ]
+
+    async def _record_many(self, batch: list[tuple[Job, repo.Success]]) -> list[bool]:
+        held = await repo.record_successes(self.store, [success for _job, success in batch])
+        for job, _success in batch:
+            # Marked here too, for a job whose task was cancelled meanwhile (a stop): the
+            # worker must not hand it back once its success is recorded.
+            job.settled = job.settled or job.id in held
+        return [job.id in held for job, _success in batch]
 
     async def _after_final_failure(
         self, conn: AsyncConnection, sub: WebhookSubscription, outcome: Outcome, now: datetime

@@ -1,14 +1,16 @@
-"""Publishing an event: the event row, one delivery per receiving subscription, and their
+"""Publishing events: the event rows, one delivery per receiving subscription, and their
 delivery jobs, all in the caller's transaction (no dual write: all or nothing).
 
-``publish`` is the one way in: the REST API (``PublishService``), sync runs and inbound
-webhooks all call it inside their own transactions.
+``publish`` (one event) and ``publish_many`` (a batch, in a constant number of statements)
+are the one way in: the REST API (``PublishService``), sync runs and inbound webhooks all
+call them inside their own transactions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,15 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from isthmus.domain.auth import Actor
 from isthmus.domain.ids import new_id
-from isthmus.domain.jobs import NewJob
 from isthmus.domain.webhooks import PRELOADED_EVENT_TYPES, matches
-from isthmus.errors import FieldError, InvalidInput, PayloadTooLarge
-from isthmus.store import deliveries as deliveries_repo
-from isthmus.store import event_types as event_types_repo
+from isthmus.errors import Conflict, FieldError, InvalidInput, PayloadTooLarge
 from isthmus.store import events as events_repo
-from isthmus.store import queue
-from isthmus.store import subscriptions as subscriptions_repo
 from isthmus.store.db import Store
+from isthmus.store.events import DeliveryRow, EventRow, Receiver
 from isthmus.store.types import utcnow
 from isthmus.webhooks.event_types import EventTypeService
 from isthmus.webhooks.retry import first_attempt_at
@@ -50,6 +48,15 @@ class PublishResult:
     duplicate: bool
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """One event for ``publish_many``."""
+
+    type: str
+    data: Any
+    idempotency_key: str | None = None
+
+
 async def publish(
     conn: AsyncConnection,
     *,
@@ -71,108 +78,191 @@ async def publish(
     not disabled and whose filters match gets one delivery, its job due at the first entry
     of its retry schedule.
     """
+    results = await publish_many(
+        conn,
+        tenant_id,
+        [NewEvent(event_type, data, idempotency_key)],
+        now,
+        max_payload_bytes=max_payload_bytes,
+    )
+    return results[0]
+
+
+async def publish_many(
+    conn: AsyncConnection,
+    tenant_id: str,
+    new_events: Sequence[NewEvent],
+    now: datetime | None = None,
+    *,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> list[PublishResult]:
+    """``publish`` for many events of one tenant, in the caller's transaction: for a caller
+    that publishes a page of events in the transaction that makes them.
+
+    The same rules as ``publish``, checked for every event before anything is written; the
+    first failure raises, its fields prefixed ``events[i].`` when there is more than one
+    event. A key given twice in one call makes one event, the second a duplicate of the
+    first. One read of the types and subscriptions, one of the earlier events when keys
+    are given, one write: however many events. Returns one result per event, in order.
+    """
     now = now or utcnow()
-    schema = await _live_schema(conn, tenant_id, event_type)
-    body = payload(event_type, now, tenant_id, data)  # InvalidInput if data is not JSON
-    if len(body) > max_payload_bytes:
-        raise PayloadTooLarge(
-            f"the event's payload is {len(body)} bytes, over the {max_payload_bytes}-byte cap",
-            [FieldError("data", f"at most {max_payload_bytes} bytes serialised")],
+    new_events = list(new_events)
+    if not new_events:
+        return []
+
+    def prefix(i: int) -> str:
+        return f"events[{i}]." if len(new_events) > 1 else ""
+
+    schemas, receivers = await _reads(conn, tenant_id, new_events, prefix)
+    digests = [
+        _checked(e, schemas[e.type], tenant_id, now, max_payload_bytes, prefix(i))
+        for i, e in enumerate(new_events)
+    ]
+
+    # Who each event is: a new row, or a duplicate of an earlier event (stored, or one of
+    # this call: ``same_as``).
+    keyed = {e.idempotency_key for e in new_events if e.idempotency_key is not None}
+    earlier = await events_repo.by_keys(conn, tenant_id, keyed) if keyed else {}
+    results: list[PublishResult | None] = [None] * len(new_events)
+    same_as: dict[int, int] = {}
+    first_with_key: dict[str, int] = {}
+    expired: list[str] = []
+    rows: list[EventRow] = []
+    row_of: dict[int, EventRow] = {}
+    for i, (event, digest) in enumerate(zip(new_events, digests, strict=True)):
+        key = event.idempotency_key
+        if key is not None and key in first_with_key:
+            j = first_with_key[key]
+            _same(digests[j], digest, "an earlier event of this call", prefix(i))
+            same_as[i] = j
+            continue
+        if key is not None:
+            first_with_key[key] = i
+            found = earlier.get(key)
+            if found is not None and found.created_at <= now - IDEMPOTENCY_WINDOW:
+                expired.append(found.id)  # past the window the key is given up
+            elif found is not None:
+                _same(found.payload_hash, digest, f"event {found.id}", prefix(i))
+                results[i] = PublishResult(found.id, 0, duplicate=True)
+                continue
+        row_of[i] = EventRow(new_id("evt"), event.type, event.data, key, digest)
+        rows.append(row_of[i])
+    if expired:
+        await events_repo.release_keys(conn, expired)
+
+    made: dict[str, int] = {}
+    if rows:
+        planned = _fan_out(receivers, rows, now, made)
+        written = await events_repo.insert_published(
+            conn,
+            tenant_id=tenant_id,
+            kind=DELIVER,
+            now=now,
+            new_events=rows,
+            new_deliveries=planned,
         )
-    if schema is not None:
-        _check_schema(schema, data)
-    digest = _hash(event_type, data)
-    if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        # A concurrent publish that committed the same key first: its event is the result.
+        lost = [row for row in rows if row.id not in written]
+        raced = await events_repo.by_keys(
+            conn, tenant_id, [row.idempotency_key for row in lost if row.idempotency_key]
+        )
+        for i, row in row_of.items():
+            if row.id in written:
+                results[i] = PublishResult(row.id, made[row.id], duplicate=False)
+                continue
+            found = raced.get(row.idempotency_key or "")
+            if found is None:
+                raise Conflict("an idempotency key was taken and released again meanwhile")
+            _same(found.payload_hash, row.payload_hash, f"event {found.id}", prefix(i))
+            results[i] = PublishResult(found.id, 0, duplicate=True)
+    for i, j in same_as.items():
+        first = results[j]
+        assert first is not None
+        results[i] = PublishResult(first.event_id, 0, duplicate=True)
+    return [r for r in results if r is not None]
+
+
+async def _reads(
+    conn: AsyncConnection,
+    tenant_id: str,
+    new_events: Sequence[NewEvent],
+    prefix: Callable[[int], str],
+) -> tuple[dict[str, dict[str, Any] | None], list[Receiver]]:
+    """Each named type's schema (None: none) and the tenant's receiving subscriptions;
+    InvalidInput for the first event whose type is unknown or archived. Preloaded types
+    are seeded on demand, and only a missing one costs the seeding write."""
+    names = {e.type for e in new_events}
+    types, receivers = await events_repo.publishing_reads(conn, tenant_id, names)
+    if not names <= types.keys() and names & PRELOADED_EVENT_TYPES.keys():
+        await EventTypeService.seed_in(conn, tenant_id)
+        types, receivers = await events_repo.publishing_reads(conn, tenant_id, names)
+    for i, event in enumerate(new_events):
+        found = types.get(event.type)
+        if found is None:
+            raise InvalidInput.field(f"{prefix(i)}type", f"unknown event type {event.type!r}")
+        if found.archived:
+            raise InvalidInput.field(f"{prefix(i)}type", f"event type {event.type!r} is archived")
+    return {name: state.schema for name, state in types.items()}, receivers
+
+
+def _checked(
+    event: NewEvent,
+    schema: dict[str, Any] | None,
+    tenant_id: str,
+    now: datetime,
+    max_payload_bytes: int,
+    prefix: str,
+) -> str:
+    """The event's payload hash, once its data, size, schema and key pass."""
+    try:
+        body = payload(event.type, now, tenant_id, event.data)  # InvalidInput if not JSON
+        if len(body) > max_payload_bytes:
+            raise PayloadTooLarge(
+                f"the event's payload is {len(body)} bytes, over the {max_payload_bytes}-byte cap",
+                [FieldError("data", f"at most {max_payload_bytes} bytes serialised")],
+            )
+        if schema is not None:
+            _check_schema(schema, event.data)
+        key = event.idempotency_key
+        if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidInput.field(
                 "idempotencyKey", f"between 1 and {MAX_IDEMPOTENCY_KEY} characters"
             )
-        earlier = await _earlier(conn, tenant_id, idempotency_key, digest, now)
-        if earlier is not None:
-            return earlier
-
-    event_id = new_id("evt")
-    row = {
-        "id": event_id,
-        "tenant_id": tenant_id,
-        "type": event_type,
-        "data": data,
-        "idempotency_key": idempotency_key,
-        "payload_hash": digest,
-        "created_at": now,
-    }
-    try:
-        await events_repo.insert(conn, row)
-    except events_repo.DuplicateKey:
-        # A concurrent publish with the same key committed first: its result is ours.
-        assert idempotency_key is not None
-        earlier = await _earlier(conn, tenant_id, idempotency_key, digest, now)
-        if earlier is None:
+    except InvalidInput as exc:
+        if not prefix:
             raise
-        return earlier
+        fields = [FieldError(prefix + e.field, e.message) for e in exc.errors]
+        raise type(exc)(f"{prefix.rstrip('.')}: {exc}", fields) from exc
+    return _hash(event.type, event.data)
 
-    receivers = [
-        sub
-        for sub in await subscriptions_repo.receiving(conn, tenant_id)
-        if matches(sub.events, event_type)
-    ]
-    if conn.dialect.name == "postgresql":
-        # The same rows as below, in one statement.
-        planned = [
-            (new_id("dlv"), sub.id, first_attempt_at(sub.retry_schedule, now)) for sub in receivers
-        ]
-        await deliveries_repo.insert_with_jobs(
-            conn,
-            tenant_id=tenant_id,
-            event_id=event_id,
-            event_type=event_type,
-            kind=DELIVER,
-            now=now,
-            rows=planned,
+
+def _same(stored_hash: str, digest: str, holder: str, prefix: str) -> None:
+    """InvalidInput unless a repeated key comes with the same type and data."""
+    if stored_hash != digest:
+        raise InvalidInput.field(
+            f"{prefix}idempotencyKey",
+            f"already used within 24 h by {holder} with another type or data",
         )
-        return PublishResult(event_id, len(planned), duplicate=False)
-    rows: list[dict[str, Any]] = []
-    jobs: list[NewJob] = []
-    for sub in receivers:
-        delivery_id = new_id("dlv")
-        due = first_attempt_at(sub.retry_schedule, now)
-        rows.append(
-            {
-                "id": delivery_id,
-                "tenant_id": tenant_id,
-                "event_id": event_id,
-                "subscription_id": sub.id,
-                "event_type": event_type,
-                "status": deliveries_repo.PENDING,
-                "attempts": 0,
-                "next_attempt_at": due,
-                "last_status_code": None,
-                "last_error": None,
-                "delivered_at": None,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        jobs.append(NewJob(DELIVER, {"deliveryId": delivery_id}, tenant_id, due, sub.id))
-    await deliveries_repo.insert_many(conn, rows)
-    await queue.enqueue_many(conn, jobs, now=now)
-    return PublishResult(event_id, len(rows), duplicate=False)
 
 
-async def _live_schema(
-    conn: AsyncConnection, tenant_id: str, event_type: str
-) -> dict[str, Any] | None:
-    """The type's schema (None: none); InvalidInput if the type is unknown or archived."""
-    found = await event_types_repo.get(conn, tenant_id, event_type)
-    if found is None and event_type in PRELOADED_EVENT_TYPES:
-        # Only a missing preloaded type costs the seeding write.
-        await EventTypeService.seed_in(conn, tenant_id)
-        found = await event_types_repo.get(conn, tenant_id, event_type)
-    if found is None:
-        raise InvalidInput.field("type", f"unknown event type {event_type!r}")
-    if found.archived:
-        raise InvalidInput.field("type", f"event type {event_type!r} is archived")
-    return found.schema
+def _fan_out(
+    receivers: Sequence[Receiver], rows: Sequence[EventRow], now: datetime, made: dict[str, int]
+) -> list[DeliveryRow]:
+    """One delivery per event and receiving subscription whose filters match, due at the
+    first entry of its retry schedule; ``made`` gets each event's count."""
+    by_type: dict[str, list[tuple[str, datetime]]] = {}
+    planned: list[DeliveryRow] = []
+    for row in rows:
+        targets = by_type.get(row.type)
+        if targets is None:
+            targets = by_type[row.type] = [
+                (sub.id, first_attempt_at(sub.retry_schedule, now))
+                for sub in receivers
+                if matches(sub.events, row.type)
+            ]
+        planned.extend(DeliveryRow(row.id, row.type, sub_id, due) for sub_id, due in targets)
+        made[row.id] = len(targets)
+    return planned
 
 
 def _check_schema(schema: dict[str, Any], data: Any) -> None:
@@ -193,25 +283,6 @@ def _hash(event_type: str, data: Any) -> str:
         [event_type, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-async def _earlier(
-    conn: AsyncConnection, tenant_id: str, key: str, digest: str, now: datetime
-) -> PublishResult | None:
-    """The earlier event under ``key`` if it is within the window; an expired one gives the
-    key up. InvalidInput if the earlier event had another type or data."""
-    found = await events_repo.by_key(conn, tenant_id, key)
-    if found is None:
-        return None
-    if found.created_at <= now - IDEMPOTENCY_WINDOW:
-        await events_repo.release_key(conn, found.id)
-        return None
-    if found.payload_hash != digest:
-        raise InvalidInput.field(
-            "idempotencyKey",
-            f"already used within 24 h by event {found.id} with another type or data",
-        )
-    return PublishResult(found.id, 0, duplicate=True)
 
 
 class PublishService:

@@ -78,24 +78,29 @@ class SigningSecrets:
         self, conn: AsyncConnection, sub: WebhookSubscription, now: datetime, stamp: SecretsStamp
     ) -> list[str]:
         """``active``, opening the vault's values again only when ``stamp`` (read with the
-        subscription: see ``deliveries.load_for_attempt``) shows they changed, or after
+        subscription: see ``deliveries.load_many``) shows they changed, or after
         ``CACHE_SECONDS``. A rotation rewrites the secrets, so it is seen at once."""
-        clock = time.monotonic()
-        cached = self._opened.get(sub.id)
-        if (
-            cached is not None
-            and cached[0] == sub.tenant_id
-            and cached[1] == stamp
-            and cached[3] > clock
-        ):
-            return self._signing(sub, cached[2], now)
+        found = self.cached(sub, now, stamp)
+        if found is not None:
+            return found
         values = await self.box(sub.tenant_id, sub.id).read(conn)
         signing = self._signing(sub, values, now)
         if stamp[0] is not None:
             if len(self._opened) >= _CACHE_MAX:
                 self._opened.clear()
-            self._opened[sub.id] = (sub.tenant_id, stamp, values, clock + CACHE_SECONDS)
+            self._opened[sub.id] = (sub.tenant_id, stamp, values, time.monotonic() + CACHE_SECONDS)
         return signing
+
+    def cached(
+        self, sub: WebhookSubscription, now: datetime, stamp: SecretsStamp
+    ) -> list[str] | None:
+        """``active_cached`` when it needs no read of the vault; None when it does."""
+        cached = self._opened.get(sub.id)
+        if cached is None or cached[0] != sub.tenant_id or cached[1] != stamp:
+            return None
+        if cached[3] <= time.monotonic():
+            return None
+        return self._signing(sub, cached[2], now)
 
     @staticmethod
     def _signing(sub: WebhookSubscription, values: dict[str, str], now: datetime) -> list[str]:
