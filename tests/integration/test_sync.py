@@ -21,10 +21,7 @@ from aiohttp import web
 from api_support import create_integration
 from webhook_support import LocalServer, create_webhook
 
-from isthmus.api.app import create_app
-from isthmus.config import Settings
 from isthmus.hub import Hub
-from isthmus.services.access import IssuedKey
 from isthmus.store import queue
 from isthmus.store.sync_runs import SYNC_KIND
 from isthmus.worker import Job, Worker
@@ -111,26 +108,6 @@ async def crm() -> AsyncIterator[HubSpotLike]:
 
 
 @pytest.fixture
-async def local_hub(hub: Hub, settings: Settings) -> AsyncIterator[Hub]:
-    """A second hub over the (already migrated) store of ``hub``, allowed to reach loopback."""
-    built = Hub.build(settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8"]}))
-    try:
-        yield built
-    finally:
-        await built.close()
-
-
-@pytest.fixture
-async def local_api(
-    local_hub: Hub, settings: Settings, admin_key: IssuedKey
-) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(settings, local_hub), client=("127.0.0.1", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        client.headers["Authorization"] = f"Bearer {admin_key.secret}"
-        yield client
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
@@ -186,6 +163,11 @@ async def contact_events(api: httpx.AsyncClient, webhook_id: str) -> list[str]:
     return sorted(d["eventType"] for d in response.json()["data"])
 
 
+async def fetched_at_least(api: httpx.AsyncClient, run_id: str, fetched: int) -> None:
+    while (await api.get(f"/api/v1/runs/{run_id}")).json()["fetched"] < fetched:
+        await asyncio.sleep(0.01)
+
+
 def counts(run: dict[str, Any]) -> tuple[int, ...]:
     keys = ("fetched", "created", "updated", "unchanged", "skipped")
     return tuple(run[k] for k in keys)
@@ -212,6 +194,47 @@ async def test_a_first_sync_brings_every_contact_and_publishes_each_once(
 
     listed = (await local_api.get(f"/api/v1/integrations/{integration['id']}/runs")).json()
     assert [r["id"] for r in listed["data"]] == [run["id"]]
+
+
+async def listed(api: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
+    """Every item of a cursor-paginated list."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        response = await api.get(path, params=params)
+        assert response.status_code == 200, response.text
+        items += response.json()["data"]
+        if not response.json().get("nextCursor"):
+            return items
+        params["cursor"] = response.json()["nextCursor"]
+
+
+async def test_a_long_listing_is_written_once_published_once_and_logged_call_by_call(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    # 124 pages: fetched ahead of the writing, written several to a transaction when they
+    # wait, every call in the request log by the time the run has ended.
+    crm.people[:] = [person(n) for n in range(1234)]
+    crm.people[500]["properties"]["email"] = "PERSON499@example.com"
+    hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
+    integration = await make_integration(local_api, crm)
+
+    run = await sync_now(local_api, worker, integration["id"])
+
+    # Person 500 (first of page 51) has person 499's email (last of page 50): it updates
+    # that contact, whether or not the two pages were written in one transaction.
+    assert run["status"] == "succeeded"
+    assert counts(run) == (1234, 1233, 1, 0, 0)
+    stored = await listed(local_api, "/api/v1/contacts")
+    assert len({c["email"] for c in stored}) == len(stored) == 1233
+    shared = next(c for c in stored if c["email"] == "person499@example.com")
+    assert (shared["firstName"], shared["sources"][0]["externalId"]) == ("First500", "1500")
+    deliveries = await listed(local_api, f"/api/v1/webhooks/{hook['id']}/deliveries")
+    assert sorted(d["eventType"] for d in deliveries) == ["contact.created"] * 1233 + [
+        "contact.updated"
+    ]
+    metrics = await local_api.get(f"/api/v1/integrations/{integration['id']}/metrics")
+    assert metrics.json()["totalRequests"] == len(crm.hits) == 124
 
 
 async def test_a_resync_of_unchanged_data_writes_and_publishes_nothing(
@@ -272,6 +295,9 @@ async def test_a_run_interrupted_mid_way_resumes_from_its_checkpoint(
     )
     doomed = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
     await asyncio.wait_for(crm.held.wait(), 10)
+    # Pages are fetched ahead of the writing: page three hangs while the first two are
+    # still being written. The process dies once they are.
+    await asyncio.wait_for(fetched_at_least(local_api, run_id, 20), 10)
     doomed.cancel()  # as good as a SIGKILL for this job: nothing more is written
     with pytest.raises(asyncio.CancelledError):
         await doomed

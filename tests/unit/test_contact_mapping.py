@@ -19,6 +19,7 @@ from isthmus.domain.contacts import (
     contact_hash,
     csv_row,
     email_problem,
+    is_linked,
     merged,
     reconcile,
     with_source,
@@ -451,6 +452,28 @@ def test_with_source_replaces_in_place() -> None:
         Source("int_c", "3"),
     )
     assert with_source((), "int_a", None) == (Source("int_a", None),)
+
+
+A, B = Source("int_a", "1"), Source("int_b", "2")
+
+
+@pytest.mark.parametrize(
+    ("sources", "external_id", "linked"),
+    [
+        ((A,), "1", True),
+        ((B, A), "1", True),
+        ((A,), "9", False),  # another id at the source
+        ((A,), None, False),
+        ((B,), "1", False),  # not from int_a yet
+        ((), "1", False),
+        ((A, A), "1", False),  # twice: with_source keeps one
+    ],
+)
+def test_is_linked_when_with_source_would_change_nothing(
+    sources: tuple[Source, ...], external_id: str | None, linked: bool
+) -> None:
+    assert is_linked(sources, "int_a", external_id) is linked
+    assert (with_source(sources, "int_a", external_id) == sources) is linked
 
 
 # -- CSV --------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ request that lists the records, and detects the fields of what came back.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,7 @@ from isthmus.connectors.retry import RetryPolicy
 from isthmus.connectors.types import (
     Auth,
     CallObserver,
+    CallRecord,
     Page,
     Paginator,
     RateLimiter,
@@ -27,7 +31,11 @@ from isthmus.connectors.types import (
 )
 from isthmus.http import OutboundHTTP
 
+log = logging.getLogger("isthmus.connectors")
+
 PROVIDER = "api_endpoint"
+#: How long call records wait to be written to the request log together (seconds).
+LOG_GATHER_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -51,12 +59,56 @@ class Listing:
         )
 
 
+class _Unawaited:
+    """Hands call records to ``observer`` in the background, gathered for up to ``gather``
+    seconds, so that no call waits for them.
+
+    The request log writes in a transaction of its own: awaited per call, that write would
+    stand between a page's arrival and the request for the next one, however fast the API,
+    and a sync of a thousand pages would cost a thousand transactions. Gathered, they cost a
+    few per interval (the log also batches the entries that arrive while it writes).
+    ``flush``, which closing the endpoint calls, hands over what is left and waits for it."""
+
+    def __init__(self, observer: CallObserver, *, gather: float = LOG_GATHER_SECONDS) -> None:
+        self.observer = observer
+        self.gather = gather
+        self._pending: list[CallRecord] = []
+        self._now = asyncio.Event()
+        self._handing: asyncio.Task[None] | None = None
+
+    async def __call__(self, record: CallRecord) -> None:
+        self._pending.append(record)
+        if self._handing is None or self._handing.done():
+            self._handing = asyncio.create_task(self._hand_over())
+
+    async def _hand_over(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._now.wait(), self.gather)
+        while self._pending:
+            batch, self._pending = self._pending, []
+            # In the calls' order: each appends its entry before it first waits.
+            done = await asyncio.gather(
+                *(self.observer(record) for record in batch), return_exceptions=True
+            )
+            for outcome in done:
+                if isinstance(outcome, Exception):
+                    # The log must not turn a good call into a failed one (as APIClient).
+                    log.warning("call observer failed", exc_info=outcome)
+
+    async def flush(self) -> None:
+        self._now.set()
+        if self._handing is not None:
+            await self._handing
+        self._now.clear()
+
+
 class Endpoint:
     """An ``api_endpoint`` integration ready to call; close it (or use ``async with``)."""
 
-    def __init__(self, client: APIClient, listing: Listing) -> None:
+    def __init__(self, client: APIClient, listing: Listing, log: _Unawaited | None = None) -> None:
         self.client = client
         self.listing = listing
+        self._log = log
 
     @classmethod
     def open(
@@ -70,6 +122,7 @@ class Endpoint:
         retry: RetryPolicy | None = None,
     ) -> Endpoint:
         listing = Listing.from_config(config)
+        log = _Unawaited(observer) if observer is not None else None
         client = APIClient(
             listing.url,
             auth=auth,
@@ -77,9 +130,9 @@ class Endpoint:
             rate_limit=rate_limit,
             headers=listing.headers,
             http=http,
-            observer=observer,
+            observer=log,
         )
-        return cls(client, listing)
+        return cls(client, listing, log)
 
     async def __aenter__(self) -> Endpoint:
         return self
@@ -88,7 +141,12 @@ class Endpoint:
         await self.close()
 
     async def close(self) -> None:
-        await self.client.close()
+        """Close the client once every call is in the request log."""
+        try:
+            if self._log is not None:
+                await self._log.flush()
+        finally:
+            await self.client.close()
 
     def pages(
         self,

@@ -139,7 +139,8 @@ class _Path:
             return record[self.raw]
         node: Any = record
         for part in self.parts:
-            if isinstance(node, Mapping):
+            # ``type is dict`` first: what JSON decodes to, without the slower ABC check.
+            if type(node) is dict or isinstance(node, Mapping):
                 node = node.get(part)
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
@@ -226,7 +227,7 @@ def parse_user_mapping(
 def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
     """One source record as a contact, or why it cannot be one: ``not an object``, ``no
     email``, ``invalid email: <why>``."""
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):
         return Skipped("not an object")
     external_id = _external_id(mapping.external_id.get(record))
     auto = _auto_matched(record) if mapping.auto else {}

@@ -25,6 +25,7 @@ from isthmus.domain.contacts import (
     ContactFilter,
     Mapped,
     Source,
+    is_linked,
     normalise_email,
     reconcile,
 )
@@ -258,10 +259,11 @@ async def upsert_many(
 
     New emails are inserted; a known contact is updated only when the merged fields hash
     differently (``reconcile``), and gains or updates the integration's source entry. The
-    same email twice in a batch counts once, as its last record. On PostgreSQL the rows
-    about to change are locked and read again first, so concurrent syncs of two
-    integrations merge instead of overwriting each other; an insert that loses a race for
-    an email is handled as an update of the winner's row.
+    same email twice in a batch counts once, as its last record. Known contacts are read
+    light first (id, hash, sources): only those about to change are read whole, and on
+    PostgreSQL locked as they are, so concurrent syncs of two integrations merge instead
+    of overwriting each other; an insert that loses a race for an email is handled as an
+    update of the winner's row.
     """
     batch: dict[str, Mapped] = {}
     for item in mapped:
@@ -273,65 +275,88 @@ async def upsert_many(
     if not batch:
         return UpsertOutcome([], [], 0)
 
-    existing = await _by_emails(conn, tenant_id, list(batch))
-    fresh = [m for email, m in batch.items() if email not in existing]
+    known = await _known(conn, tenant_id, list(batch))
+    fresh = [m for email, m in batch.items() if email not in known]
     created = await _insert_new(conn, tenant_id, integration_id, fresh, now)
-    lost = [m.email for m in fresh if m.email not in created]
-    if lost:
-        existing.update(await _by_emails(conn, tenant_id, lost, lock=True))
+    unchanged = 0
+    writing: list[str] = []
+    for email, item in batch.items():
+        found = known.get(email)
+        if found is None:
+            if email not in created:  # another transaction inserted it first
+                writing.append(email)
+        elif item.hash != found.hash or not is_linked(
+            found.sources, integration_id, item.external_id
+        ):
+            writing.append(email)
+        else:
+            unchanged += 1
 
-    plans = {
-        email: reconcile(existing[email], m, integration_id, now)
-        for email, m in batch.items()
-        if email in existing
-    }
-    if conn.dialect.name == "postgresql":
-        plans = await _replan_locked(conn, tenant_id, integration_id, batch, plans, now)
-    updated = [c for change, c in plans.values() if change is Change.UPDATED]
-    linked = [c for change, c in plans.values() if change is Change.LINKED]
+    current = await _locked(conn, tenant_id, writing) if writing else {}
+    plans = [
+        reconcile(current[email], batch[email], integration_id, now)
+        for email in writing
+        if email in current  # else deleted meanwhile: the next sync creates it again
+    ]
+    updated = [c for change, c in plans if change is Change.UPDATED]
+    linked = [c for change, c in plans if change is Change.LINKED]
     await _write(conn, updated, linked)
     return UpsertOutcome(
         created=[created[email] for email in batch if email in created],
         updated=updated,
-        unchanged=len(plans) - len(updated),
+        unchanged=unchanged + len(plans) - len(updated),
     )
 
 
-async def _replan_locked(
-    conn: AsyncConnection,
-    tenant_id: str,
-    integration_id: str,
-    batch: dict[str, Mapped],
-    plans: dict[str, tuple[Change, Contact]],
-    now: datetime,
-) -> dict[str, tuple[Change, Contact]]:
-    """The plans of the rows about to change, made again from those rows locked: another
-    transaction may have changed them since they were read."""
-    writing = [email for email, (change, _) in plans.items() if change is not Change.UNCHANGED]
-    if not writing:
-        return plans
-    current = await _by_emails(conn, tenant_id, writing, lock=True)
-    replanned = dict(plans)
-    for email in writing:
-        if email in current:
-            replanned[email] = reconcile(current[email], batch[email], integration_id, now)
-        else:  # deleted meanwhile: the next sync creates it again
-            del replanned[email]
-    return replanned
+async def refresh_statistics(conn: AsyncConnection) -> None:
+    """PostgreSQL: ANALYZE the contacts table, for a bulk load that grows it faster than
+    autovacuum follows. Plans made while the table looked empty stay cached and use the
+    tenant index for lookups by email, reading every contact of the tenant per lookup;
+    fresh statistics make them use the email index. In a transaction of its own, holding no
+    row locks: it takes a lock that other ANALYZEs wait for. SQLite: nothing to do."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("ANALYZE contacts"))
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What deciding whether a synced record changes a stored contact needs of it."""
+
+    id: str
+    hash: str
+    sources: tuple[Source, ...]
 
 
 # PostgreSQL gets each step as one statement over arrays (unnest): one prepared statement
 # whatever the batch size, no per-row parameter handling; SQLite gets portable Core.
-# By a join on the unnested emails, not ``email = ANY(:emails)``: a generic plan searches a
-# parameter array linearly for every row it filters, which went quadratic while a first
-# sync grew the table faster than its statistics.
-_PG_BY_EMAILS = f"""
-    SELECT {", ".join(f"c.{column.name}" for column in contacts.c)}
+# Each email is looked up on its own through the unique (tenant_id, email) index: a LATERAL
+# subquery with LIMIT 1 is a nested loop the planner cannot turn into a join. As a join,
+# a planner whose statistics lagged behind a growing table (a first sync outruns
+# autovacuum) scanned every contact of the tenant for every batch: quadratic. (Not
+# ``email = ANY(:emails)`` either: a generic plan searches the array linearly per row.)
+def _pg_by_emails(columns: Sequence[str], *, lock: bool) -> str:
+    inner = ", ".join(f"c.{name}" for name in columns)
+    outer = ", ".join(f"found.{name}" for name in columns)
+    return f"""
+    SELECT {outer}
     FROM unnest(CAST(:emails AS VARCHAR[])) AS e(email)
-    JOIN contacts AS c ON c.tenant_id = :tenant_id AND c.email = e.email
-    """  # noqa: S608 - a constant; every value is a bound parameter
-_PG_SELECT = sa.text(_PG_BY_EMAILS).columns(*contacts.c)
-_PG_SELECT_LOCKED = sa.text(_PG_BY_EMAILS + " ORDER BY c.id FOR UPDATE OF c").columns(*contacts.c)
+    CROSS JOIN LATERAL (
+        SELECT {inner} FROM contacts AS c
+        WHERE c.tenant_id = :tenant_id AND c.email = e.email
+        LIMIT 1 {"FOR UPDATE" if lock else ""}
+    ) AS found
+    """  # noqa: S608 - built from constants; every value is a bound parameter
+
+
+_KNOWN_COLUMNS = ("email", "id", "hash", "sources")
+_PG_KNOWN = sa.text(_pg_by_emails(_KNOWN_COLUMNS, lock=False)).columns(
+    *(contacts.c[name] for name in _KNOWN_COLUMNS)
+)
+# Rows are locked one by one in the order of the emails, which ``_locked`` sorts: two
+# transactions locking overlapping batches wait for each other instead of deadlocking.
+_PG_SELECT_LOCKED = sa.text(
+    _pg_by_emails([column.name for column in contacts.c], lock=True)
+).columns(*contacts.c)
 _ROWS = """unnest(
         CAST(:ids AS VARCHAR[]), CAST(:emails AS VARCHAR[]), CAST(:first_names AS VARCHAR[]),
         CAST(:last_names AS VARCHAR[]), CAST(:phones AS VARCHAR[]), CAST(:companies AS VARCHAR[]),
@@ -369,11 +394,7 @@ _PG_LINK = sa.text(
     """
 )
 
-_INSERT = (
-    sqlite_insert(contacts)
-    .on_conflict_do_nothing(index_elements=["tenant_id", "email"])
-    .returning(contacts.c.email)
-)
+_INSERT = sqlite_insert(contacts).on_conflict_do_nothing(index_elements=["tenant_id", "email"])
 # The columns a changed contact's UPDATE sets, each bound as ``b_<column>``.
 _SET: tuple[str, ...] = ("first_name", "last_name", "phone", "company", "job_title")
 _SET += ("custom", "sources", "hash", "updated_at")
@@ -382,6 +403,7 @@ _UPDATE = (
     .where(contacts.c.id == sa.bindparam("b_id"))
     .values({name: sa.bindparam(f"b_{name}", type_=contacts.c[name].type) for name in _SET})
 )
+_SQLITE_KNOWN = sa.select(*(contacts.c[name] for name in _KNOWN_COLUMNS))
 _LINK = (
     contacts.update()
     .where(contacts.c.id == sa.bindparam("b_id"))
@@ -389,16 +411,33 @@ _LINK = (
 )
 
 
-async def _by_emails(
-    conn: AsyncConnection, tenant_id: str, emails: list[str], *, lock: bool = False
-) -> dict[str, Contact]:
-    found: dict[str, Contact] = {}
+async def _known(conn: AsyncConnection, tenant_id: str, emails: list[str]) -> dict[str, _Known]:
+    found: dict[str, _Known] = {}
     for start in range(0, len(emails), _SELECT_CHUNK):
         chunk = emails[start : start + _SELECT_CHUNK]
         if conn.dialect.name == "postgresql":
-            q = _PG_SELECT_LOCKED if lock else _PG_SELECT
-            rows = await conn.execute(q, {"tenant_id": tenant_id, "emails": chunk})
-        else:  # SQLite writers take turns: nothing to lock
+            rows = await conn.execute(_PG_KNOWN, {"tenant_id": tenant_id, "emails": chunk})
+        else:
+            where = (contacts.c.tenant_id == tenant_id, contacts.c.email.in_(chunk))
+            rows = await conn.execute(_SQLITE_KNOWN.where(*where))
+        for email, contact_id, digest, sources in rows:
+            found[email] = _Known(
+                contact_id, digest, tuple(Source.from_json(s) for s in sources or ())
+            )
+    return found
+
+
+async def _locked(conn: AsyncConnection, tenant_id: str, emails: list[str]) -> dict[str, Contact]:
+    """The contacts with these emails, whole, locked on PostgreSQL (SQLite writers take
+    turns: nothing to lock)."""
+    found: dict[str, Contact] = {}
+    emails = sorted(emails)
+    for start in range(0, len(emails), _SELECT_CHUNK):
+        chunk = emails[start : start + _SELECT_CHUNK]
+        if conn.dialect.name == "postgresql":
+            params = {"tenant_id": tenant_id, "emails": chunk}
+            rows = await conn.execute(_PG_SELECT_LOCKED, params)
+        else:
             where = (contacts.c.tenant_id == tenant_id, contacts.c.email.in_(chunk))
             rows = await conn.execute(contacts.select().where(*where))
         found.update((r.email, _contact(r)) for r in rows)
@@ -437,10 +476,18 @@ async def _insert_new(
     if conn.dialect.name == "postgresql":
         params = {"tenant_id": tenant_id, **_arrays(list(planned.values()))}
         result = await conn.execute(_PG_INSERT, params)
-    else:
-        # One executemany, which SQLAlchemy sends as multi-row INSERTs.
-        result = await conn.execute(_INSERT, [_values(c) for c in planned.values()])
-    return {email: planned[email] for (email,) in result}
+        return {email: planned[email] for (email,) in result}
+    # SQLite: one plain executemany, no RETURNING (which SQLAlchemy turns into many small
+    # statements); this transaction holds the write lock since it read these emails, so
+    # every row goes in, unless a caller broke that rule: then ask which did.
+    result = await conn.execute(_INSERT, [_values(c) for c in planned.values()])
+    if result.rowcount == len(planned):
+        return planned
+    ids = [c.id for c in planned.values()]
+    stored = set(
+        (await conn.execute(sa.select(contacts.c.id).where(contacts.c.id.in_(ids)))).scalars()
+    )
+    return {email: c for email, c in planned.items() if c.id in stored}
 
 
 async def _write(conn: AsyncConnection, updated: list[Contact], linked: list[Contact]) -> None:
@@ -469,7 +516,7 @@ def _arrays(rows: list[Contact]) -> dict[str, list[Any]]:
         "phones": [c.phone for c in rows],
         "companies": [c.company for c in rows],
         "job_titles": [c.job_title for c in rows],
-        "customs": [_json(dict(c.custom)) for c in rows],
+        "customs": [_json(dict(c.custom)) if c.custom else "{}" for c in rows],
         "sources": [_json([s.as_json() for s in c.sources]) for c in rows],
         "hashes": [c.hash for c in rows],
         "updated_ats": [c.updated_at for c in rows],
@@ -477,7 +524,11 @@ def _arrays(rows: list[Contact]) -> dict[str, list[Any]]:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
+
+
+# Made once, not per call as ``json.dumps`` with options does: a sync encodes every row.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _update_params(contact: Contact) -> dict[str, Any]:

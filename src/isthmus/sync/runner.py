@@ -5,18 +5,22 @@ One run::
     start the run (queued -> running; a job resumed after a crash or a rate-limit wait
     finds it running, with its checkpoint)
     open the integration (auth, rate-limit budget, request log)
-    for each page, from the checkpoint when there is one:
-        map the records to contacts (records without a usable email skipped, reasons counted)
-        one transaction, fenced by the job's lease: upsert the page (only changed contacts
-        written), publish contact.created / contact.updated for them, save the counts and
-        the next page's request as the checkpoint
+    fetch page after page, from the checkpoint when there is one, and map each page's
+    records to contacts (records without a usable email skipped, reasons counted); the
+    fetching runs ahead of the writing, at most PREFETCH_PAGES pages
+    meanwhile, for the pages fetched so far (one, or all that are waiting when the writer
+    lags, up to MAX_WRITE_RECORDS records): one transaction, fenced by the job's lease:
+        upsert them (only changed contacts written), publish contact.created /
+        contact.updated for them, save the counts and the last page's next request as
+        the checkpoint
     one transaction: the incremental watermark (after a whole walk), the run's outcome and
     the polling rules (``record_outcome_in``), the job's completion
 
-A rate limit is not a failure: a 429 the client would not wait out, or the integration's
-budget out of room, puts the job back for the time given (``RetryLater``) and the run
-resumes from its checkpoint. Any other failure ends the run as failed and the polling rules
-decide on retries and disabling.
+A failed fetch ends the walk once the pages fetched before it are written, so a checkpoint
+always stands for every page before it. A rate limit is not a failure: a 429 the client
+would not wait out, or the integration's budget out of room, puts the job back for the
+time given (``RetryLater``) and the run resumes from its checkpoint. Any other failure
+ends the run as failed and the polling rules decide on retries and disabling.
 
 Incremental sync (config ``incremental: {"param": "updatedSince", "recordField":
 "updatedAt"}``): after a run that walked the whole listing, the highest ``recordField`` seen
@@ -25,14 +29,16 @@ is saved; the next run asks for records from there (``?updatedSince=<value>``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from isthmus.connectors.selector import MISSING, get_path
-from isthmus.connectors.types import Request
+from isthmus.connectors.types import Page, Request
 from isthmus.domain.contact_mapping import FieldMapping, Skipped, map_record
 from isthmus.domain.contacts import Mapped
 from isthmus.errors import (
@@ -47,8 +53,9 @@ from isthmus.services.polling import Outcome, record_outcome_in
 from isthmus.store import contacts as contacts_repo
 from isthmus.store import integrations as integrations_repo
 from isthmus.store import queue, sync_runs, sync_state
+from isthmus.store.contacts import UpsertOutcome
 from isthmus.store.db import Store
-from isthmus.store.sync_runs import ACTIVE, RunStatus, SyncRun
+from isthmus.store.sync_runs import ACTIVE, RunCounts, RunStatus, SyncRun
 from isthmus.webhooks.publish import DEFAULT_MAX_PAYLOAD_BYTES
 from isthmus.worker import Job, LeaseLost, RetryLater
 
@@ -56,6 +63,10 @@ log = logging.getLogger("isthmus.sync")
 
 #: How long to wait on a 429 that named no time.
 DEFAULT_RATE_LIMIT_WAIT = 60.0
+#: Pages fetched ahead of the writer: enough to keep it busy, few enough to bound memory.
+PREFETCH_PAGES = 20
+#: The most records one write transaction takes when pages are waiting for the writer.
+MAX_WRITE_RECORDS = 2000
 
 
 class SyncRunner:
@@ -117,35 +128,38 @@ class SyncRunner:
         )
         async with endpoint:
             pages = endpoint.pages(resume=walk.resume_from(), params=walk.first_params())
-            async for page in pages:
-                mapped: list[Mapped] = []
-                skipped: Counter[str] = Counter()
-                for record in page.records:
-                    result = map_record(record, mapping)
-                    if isinstance(result, Skipped):
-                        skipped[result.reason] += 1
-                    else:
-                        mapped.append(result)
-                    walk.see(record)
-                await self._write_page(job, walk, mapped, skipped, len(page.records), page.next)
+            ready: asyncio.Queue[_Read | _End] = asyncio.Queue(PREFETCH_PAGES)
+            fetcher = asyncio.create_task(
+                _fetch(pages, mapping, walk.incremental, ready), name=f"sync {run.id} fetch"
+            )
+            try:
+                while batch := await _next_batch(ready):
+                    if batch.pages:
+                        await self._write(job, walk, batch.pages)
+                    if batch.error is not None:
+                        raise batch.error
+            finally:
+                fetcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetcher
 
-    async def _write_page(
-        self,
-        job: Job,
-        walk: _Walk,
-        mapped: list[Mapped],
-        skipped: Counter[str],
-        fetched: int,
-        following: Request | None,
-    ) -> None:
+    async def _write(self, job: Job, walk: _Walk, pages: list[_Read]) -> None:
+        """The pages in one transaction fenced by the lease; the checkpoint is the last's."""
         run = walk.run
         now = job.clock()
         async with self.store.transaction() as conn:
             if not await queue.holds_lease_in(conn, job.id, job.claimed.lease_token):
                 raise LeaseLost(f"sync run {run.id}: job {job.id} was taken over")
-            outcome = await contacts_repo.upsert_many(
-                conn, run.tenant_id, run.integration_id, mapped, now
-            )
+            outcome = UpsertOutcome([], [], 0)
+            for group in _upsert_groups(pages):
+                done = await contacts_repo.upsert_many(
+                    conn, run.tenant_id, run.integration_id, group, now
+                )
+                outcome = UpsertOutcome(
+                    outcome.created + done.created,
+                    outcome.updated + done.updated,
+                    outcome.unchanged + done.unchanged,
+                )
             await publish_changes(
                 conn,
                 run.tenant_id,
@@ -154,9 +168,123 @@ class SyncRunner:
                 now=now,
                 max_payload_bytes=self.max_payload_bytes,
             )
-            walk.add(fetched, len(outcome.created), len(outcome.updated), outcome.unchanged)
-            walk.skip(skipped)
-            await sync_runs.save_checkpoint(conn, run.id, walk.checkpoint(following), walk.counts)
+            counts, watermark = walk.after(pages, outcome)
+            checkpoint = walk.checkpoint(pages[-1].following, watermark)
+            await sync_runs.save_checkpoint(conn, run.id, checkpoint, counts)
+        # Only what committed counts: a failed write leaves the walk where it stood.
+        before, walk.counts, walk.watermark = walk.counts.created, counts, watermark
+        if _past_a_power_of_ten(before, counts.created):
+            await self._refresh_statistics(run)
+
+    async def _refresh_statistics(self, run: SyncRun) -> None:
+        try:
+            async with self.store.transaction() as conn:
+                await contacts_repo.refresh_statistics(conn)
+        except Exception:
+            # Only the speed of what follows depends on it; the pages are written.
+            log.warning("sync run %s: could not refresh statistics", run.id, exc_info=True)
+
+
+@dataclass
+class _Read:
+    """A page fetched and mapped, waiting to be written."""
+
+    mapped: list[Mapped]
+    skipped: Counter[str]
+    fetched: int
+    watermark: Any
+    following: Request | None
+
+
+@dataclass
+class _End:
+    """The walk is over: every page was read, or ``error`` stopped it."""
+
+    error: Exception | None = None
+
+
+@dataclass
+class _Batch:
+    """What the writer takes at once: the pages waiting (at least one, unless the walk ended
+    with an error), and the error that ended the walk after them."""
+
+    pages: list[_Read]
+    error: Exception | None = None
+
+
+async def _fetch(
+    pages: AsyncIterator[Page],
+    mapping: FieldMapping,
+    incremental: Mapping[str, str] | None,
+    ready: asyncio.Queue[_Read | _End],
+) -> None:
+    """Fetch and map page after page into ``ready``, then an ``_End``. The next page's
+    request is known as soon as a page arrives, so fetching goes on while the writer writes;
+    the queue's bound keeps it at most ``PREFETCH_PAGES`` ahead (memory stays bounded)."""
+    try:
+        async for page in pages:
+            await ready.put(_read(page, mapping, incremental))
+    except Exception as exc:  # the writer raises it, after writing what came before
+        await ready.put(_End(exc))
+    else:
+        await ready.put(_End())
+    finally:
+        if isinstance(pages, AsyncGenerator):
+            await pages.aclose()
+
+
+def _read(page: Page, mapping: FieldMapping, incremental: Mapping[str, str] | None) -> _Read:
+    mapped: list[Mapped] = []
+    skipped: Counter[str] = Counter()
+    watermark: Any = None
+    field = incremental["recordField"] if incremental is not None else None
+    for record in page.records:
+        result = map_record(record, mapping)
+        if isinstance(result, Skipped):
+            skipped[result.reason] += 1
+        else:
+            mapped.append(result)
+        if field is not None:
+            watermark = _highest(watermark, get_path(record, field))
+    return _Read(mapped, skipped, len(page.records), watermark, page.next)
+
+
+def _upsert_groups(pages: list[_Read]) -> list[list[Mapped]]:
+    """The pages' contacts in as few upserts as keep each page's meaning: a page holding an
+    email that an earlier page of the group holds starts the next group. So a contact
+    listed on two pages is created, then updated, whether or not the pages were written
+    together (an upsert counts an email once, as its last record)."""
+    groups: list[list[Mapped]] = []
+    seen: set[str] = set()
+    for page in pages:
+        emails = {m.email for m in page.mapped}
+        if not groups or not seen.isdisjoint(emails):
+            groups.append([])
+            seen = set()
+        groups[-1].extend(page.mapped)
+        seen |= emails
+    return groups
+
+
+async def _next_batch(ready: asyncio.Queue[_Read | _End]) -> _Batch | None:
+    """The next pages to write: one when the writer keeps up; when it lags, every page
+    waiting, up to ``MAX_WRITE_RECORDS`` records, so one transaction takes them all. None
+    once the walk has ended and everything was written."""
+    item = await ready.get()
+    batch = _Batch([])
+    records = 0
+    while True:
+        if isinstance(item, _End):
+            if item.error is None and not batch.pages:
+                return None
+            ready.put_nowait(_End())  # what ends the walk ends it for the next call too
+            batch.error = item.error
+            return batch
+        batch.pages.append(item)
+        records += item.fetched
+        if records >= MAX_WRITE_RECORDS or ready.empty():
+            return batch
+        item = ready.get_nowait()
 
 
 class _Walk:
@@ -190,38 +318,27 @@ class _Walk:
             return None
         return [(self.incremental["param"], str(self.state["since"]))]
 
-    def see(self, record: Any) -> None:
-        if self.incremental is None:
-            return
-        value = get_path(record, self.incremental["recordField"])
-        if value is MISSING or value is None or isinstance(value, bool | dict | list):
-            return
-        if self.watermark is None or _later(value, self.watermark):
-            self.watermark = value
-
-    def add(self, fetched: int, created: int, updated: int, unchanged: int) -> None:
+    def after(self, pages: list[_Read], outcome: UpsertOutcome) -> tuple[RunCounts, Any]:
+        """The counts and the watermark once ``pages`` are written with ``outcome``."""
         c = self.counts
-        self.counts = replace(
+        reasons = Counter(dict(c.skipped_reasons))
+        watermark = self.watermark
+        for page in pages:
+            reasons.update(page.skipped)
+            watermark = _highest(watermark, page.watermark)
+        counts = replace(
             c,
-            fetched=c.fetched + fetched,
-            created=c.created + created,
-            updated=c.updated + updated,
-            unchanged=c.unchanged + unchanged,
+            fetched=c.fetched + sum(page.fetched for page in pages),
+            created=c.created + len(outcome.created),
+            updated=c.updated + len(outcome.updated),
+            unchanged=c.unchanged + outcome.unchanged,
+            skipped=c.skipped + sum(sum(page.skipped.values()) for page in pages),
+            skipped_reasons=dict(reasons),
         )
+        return counts, watermark
 
-    def skip(self, reasons: Counter[str]) -> None:
-        if not reasons:
-            return
-        merged = Counter(dict(self.counts.skipped_reasons))
-        merged.update(reasons)
-        self.counts = replace(
-            self.counts,
-            skipped=self.counts.skipped + sum(reasons.values()),
-            skipped_reasons=dict(merged),
-        )
-
-    def checkpoint(self, following: Request | None) -> dict[str, Any]:
-        saved: dict[str, Any] = {"watermark": self.watermark}
+    def checkpoint(self, following: Request | None, watermark: Any) -> dict[str, Any]:
+        saved: dict[str, Any] = {"watermark": watermark}
         if following is not None:
             saved["next"] = {
                 "method": following.method,
@@ -231,6 +348,26 @@ class _Walk:
                 "json": following.json,
             }
         return saved
+
+
+def _past_a_power_of_ten(before: int, after: int) -> bool:
+    """Whether a count went past 1,000, 10,000, 100,000, ...: the contacts table grew by
+    about that much, and its statistics are worth refreshing."""
+    mark = 1000
+    while mark <= after:
+        if before < mark:
+            return True
+        mark *= 10
+    return False
+
+
+def _highest(watermark: Any, value: Any) -> Any:
+    """The later of a watermark and a record's value (a value that cannot be one is not)."""
+    if value is MISSING or value is None or isinstance(value, bool | dict | list):
+        return watermark
+    if watermark is None or _later(value, watermark):
+        return value
+    return watermark
 
 
 def _later(value: Any, than: Any) -> bool:
