@@ -99,11 +99,22 @@ class ScriptedReceiver(LocalServer):
 
 
 class FakeClock:
-    """A clock a test moves by hand; starts a little ahead of the wall clock, so that what
-    the test publishes next (at wall-clock time) is already due."""
+    """A clock a test moves by hand; starts a little ahead of the wall clock when it is
+    first read, so that what the test published before (at wall-clock time) is due, however
+    long a busy machine took to publish it."""
 
     def __init__(self) -> None:
-        self.now = utcnow() + timedelta(seconds=2)
+        self._now: datetime | None = None
+
+    @property
+    def now(self) -> datetime:
+        if self._now is None:
+            self._now = utcnow() + timedelta(seconds=2)
+        return self._now
+
+    @now.setter
+    def now(self, moment: datetime) -> None:
+        self._now = moment
 
     def __call__(self) -> datetime:
         return self.now
