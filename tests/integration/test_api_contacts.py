@@ -25,7 +25,7 @@ from isthmus.domain.contacts import ContactFilter, Mapped
 from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
 from isthmus.services.contacts import publish_changes
-from isthmus.store import contacts as contacts_repo
+from isthmus.store import contact_upserts
 
 CONTACTS = "/api/v1/contacts"
 EXPORT = f"{CONTACTS}/export.csv"
@@ -59,7 +59,7 @@ async def synced(
     mapping = FieldMapping.build("api_endpoint")
     items = [m for m in (map_record(r, mapping) for r in records) if isinstance(m, Mapped)]
     async with hub.store.transaction() as conn:
-        await contacts_repo.upsert_many(conn, tenant_id, integration_id, items, datetime.now(UTC))
+        await contact_upserts.upsert_many(conn, tenant_id, integration_id, items, datetime.now(UTC))
 
 
 # -- CRUD -------------------------------------------------------------------------------------
@@ -451,7 +451,7 @@ async def test_a_sync_batch_publishes_its_changes_in_its_transaction(
         items = [m for m in (map_record(r, mapping) for r in records) if isinstance(m, Mapped)]
         now = datetime.now(UTC)
         async with hub.store.transaction() as conn:
-            outcome = await contacts_repo.upsert_many(conn, tenant, "int_crm", items, now)
+            outcome = await contact_upserts.upsert_many(conn, tenant, "int_crm", items, now)
             await publish_changes(
                 conn, tenant, created=outcome.created, updated=outcome.updated, now=now
             )
@@ -476,7 +476,7 @@ async def test_a_sync_batch_publishes_its_changes_in_its_transaction(
 
     with pytest.raises(Boom):
         async with hub.store.transaction() as conn:
-            outcome = await contacts_repo.upsert_many(
+            outcome = await contact_upserts.upsert_many(
                 conn, tenant, "int_crm", [mapped_one("c@example.com")], datetime.now(UTC)
             )
             await publish_changes(conn, tenant, created=outcome.created, now=datetime.now(UTC))

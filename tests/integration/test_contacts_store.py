@@ -14,8 +14,9 @@ from isthmus.domain.auth import Actor
 from isthmus.domain.contact_mapping import FieldMapping, map_record
 from isthmus.domain.contacts import Contact, ContactFilter, Mapped, Source
 from isthmus.hub import Hub
+from isthmus.store import contact_upserts
 from isthmus.store import contacts as repo
-from isthmus.store.contacts import UpsertOutcome
+from isthmus.store.contact_upserts import UpsertOutcome
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 GENERIC = FieldMapping.build("api_endpoint")
@@ -32,7 +33,9 @@ class Setup:
         self, integration_id: str, items: list[Mapped], now: datetime
     ) -> UpsertOutcome:
         async with self.hub.store.transaction() as conn:
-            return await repo.upsert_many(conn, self.tenant_id, integration_id, items, now)
+            return await contact_upserts.upsert_many(
+                conn, self.tenant_id, integration_id, items, now
+            )
 
     async def rows(self) -> dict[str, Contact]:
         async with self.hub.store.read() as conn:
@@ -200,7 +203,7 @@ async def test_tenants_do_not_share_contacts(setup: Setup) -> None:
     await setup.upsert(setup.a, people(2), T0)
     other = await setup.hub.access.create_tenant("globex")
     async with setup.hub.store.transaction() as conn:
-        outcome = await repo.upsert_many(conn, other.id, "int_other", people(2), T0)
+        outcome = await contact_upserts.upsert_many(conn, other.id, "int_other", people(2), T0)
     assert len(outcome.created) == 2
     assert len(await setup.rows()) == 2
 
@@ -227,7 +230,7 @@ async def test_concurrent_syncs_of_one_new_email_merge(setup: Setup, db_url: str
     second = mapped({"id": "b-1", "email": "race@example.com", "last_name": "Lovelace"})
 
     async with store.transaction() as conn:
-        won = await repo.upsert_many(conn, setup.tenant_id, setup.a, [first], T0)
+        won = await contact_upserts.upsert_many(conn, setup.tenant_id, setup.a, [first], T0)
         assert len(won.created) == 1
         loser = asyncio.create_task(setup.upsert(setup.b, [second], T0))
         await _until_blocked(setup.hub)

@@ -30,7 +30,6 @@ import json as json_module
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -41,6 +40,7 @@ from isthmus.connectors.pagination import SinglePage, announced_total
 from isthmus.connectors.retry import RetryPolicy
 from isthmus.connectors.selector import select_records
 from isthmus.connectors.transforms import Transforms
+from isthmus.connectors.tries import Try
 from isthmus.connectors.types import (
     Auth,
     CallObserver,
@@ -56,7 +56,6 @@ from isthmus.connectors.types import (
 )
 from isthmus.errors import BadResponse, InvalidURL, OutboundError, UpstreamAuthError
 from isthmus.http import OutboundHTTP, OutboundResponse, raise_for_status, redact_url
-from isthmus.http.redact import MASK
 
 log = logging.getLogger("isthmus.connectors")
 
@@ -356,11 +355,11 @@ class APIClient:
             prepared = self.transforms.request(prepared)
         return prepared
 
-    async def _exchange(self, prepared: Request) -> _Try:
+    async def _exchange(self, prepared: Request) -> Try:
         """One try on the wire, inside a rate-limit slot."""
         slot = self.rate_limit.slot() if self.rate_limit else contextlib.nullcontext()
         async with slot:
-            attempt = _Try(prepared)
+            attempt = Try(prepared)
             if self.auth is not None:
                 before = list(prepared.params)
                 await self.auth.apply(prepared)
@@ -385,7 +384,7 @@ class APIClient:
                 await self.rate_limit.observe(attempt.out.status, attempt.out.headers)
             return attempt
 
-    def _response(self, attempt: _Try, tries: int, expect_json: bool) -> Response:
+    def _response(self, attempt: Try, tries: int, expect_json: bool) -> Response:
         out = attempt.out
         assert out is not None
         shown = attempt.shown_url()
@@ -402,7 +401,7 @@ class APIClient:
                     ) from None
         return Response(out.status, out.headers, body, out.body, out.elapsed, shown, tries)
 
-    async def _report(self, attempt: _Try, level: LogLevel) -> None:
+    async def _report(self, attempt: Try, level: LogLevel) -> None:
         if self.observer is None:
             return
         out, error = attempt.out, attempt.error
@@ -462,40 +461,6 @@ def _text(value: Scalar) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-@dataclass
-class _Try:
-    """One try of a call: what was sent, what came of it, which query names are secrets."""
-
-    request: Request
-    secret_names: set[str] = field(default_factory=set)
-    out: OutboundResponse | None = None
-    error: OutboundError | None = None
-    elapsed: float = 0.0
-
-    def sent_url(self) -> URL:
-        if self.out is not None:
-            return URL(self.out.url)
-        return URL(self.request.url).extend_query(self.request.params)
-
-    def shown_url(self) -> str:
-        """The URL as logs and errors may show it: ``redact_url`` plus the auth's values."""
-        sent = self.sent_url()
-        if self.secret_names and sent.query_string:
-            sent = sent.with_query(
-                [(k, MASK if k in self.secret_names else v) for k, v in sent.query.items()]
-            )
-        return redact_url(sent)
-
-    def scrub(self, error: OutboundError) -> None:
-        """Show the error's URL (in its message too) as :meth:`shown_url` does."""
-        plain, shown = redact_url(self.sent_url()), self.shown_url()
-        if error.url is None or error.url == plain:
-            error.url = shown
-        if plain != shown and plain in error.message:
-            error.message = error.message.replace(plain, shown)
-            error.args = (error.message, *error.args[1:])
 
 
 def _content_type(out: OutboundResponse) -> str:

@@ -22,22 +22,28 @@ never an endless loop. A next URL on another origin than the first request's is 
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from yarl import URL
 
-from isthmus.connectors.selector import MISSING, describe, get_path, parse_path, set_path
+from isthmus.connectors.selector import (
+    MISSING,
+    as_count,
+    describe,
+    flag_at,
+    get_path,
+    parse_path,
+    set_path,
+)
 from isthmus.connectors.types import PageWalk, Paginator, Record, Request, Response
 from isthmus.errors import BadResponse, ConfigError, PaginationLoop
 from isthmus.http import redact_url
+from isthmus.http.links import link_target
 
 CursorIn = Literal["query", "body"]
 _SHOWN_CURSOR = 60
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,10 +69,10 @@ class StopRules:
         """The total the response announces for the whole listing: the number at
         ``total_path``, else a top-level ``total``, ``total_count`` or ``totalCount``."""
         if self.total_path is not None:
-            return _as_count(get_path(body, self.total_path))
+            return as_count(get_path(body, self.total_path))
         if isinstance(body, dict):
             for key in ("total", "total_count", "totalCount"):
-                if (found := _as_count(body.get(key))) is not None:
+                if (found := as_count(body.get(key))) is not None:
                     return found
         return None
 
@@ -126,12 +132,12 @@ class _Walk:
             return True
         if rules.stop_on_empty and not records:
             return True
-        if rules.has_more_path is not None and not _flag(body, rules.has_more_path):
+        if rules.has_more_path is not None and not flag_at(body, rules.has_more_path):
             return True
         if rules.total_path is not None:
             found = get_path(body, rules.total_path)
             if found is not MISSING and found is not None:
-                total = _as_count(found)
+                total = as_count(found)
                 if total is None:
                     raise BadResponse(
                         f"total path {rules.total_path!r} holds {describe(found)}, not a count"
@@ -427,24 +433,6 @@ def _int_param(request: Request, name: str, default: int) -> int:
     return default
 
 
-_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
-_LINK_PARAM = re.compile(r";\s*([^\s=;,]+)\s*=\s*(?:\"([^\"]*)\"|([^\s;,]*))")
-
-
-def link_target(header: str | None, rel: str = "next") -> str | None:
-    """The target of the first link with relation ``rel`` in an RFC 8288 Link header."""
-    if not header:
-        return None
-    for match in _LINK.finditer(header):
-        for param in _LINK_PARAM.finditer(match.group(2)):
-            if param.group(1).lower() != "rel":
-                continue
-            value = param.group(2) if param.group(2) is not None else param.group(3)
-            if rel.lower() in value.lower().split():
-                return match.group(1).strip()
-    return None
-
-
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -475,29 +463,6 @@ def _same_records(
             url=redact_url(request.url),
         )
     walk._last = current
-
-
-def _flag(body: Any, path: str) -> bool:
-    value = get_path(body, path)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise BadResponse(f"has-more path {path!r} holds {describe(value)}, not true or false")
-
-
-def _as_count(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

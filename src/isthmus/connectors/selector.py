@@ -177,9 +177,40 @@ def _miss(body: Any, parts: Sequence[str], depth: int) -> str:
     return f"there is no {parts[depth]!r} {where}, which is {describe(there)}"
 
 
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def flag_at(body: Any, path: str) -> bool:
+    """The boolean at ``path`` (true/false, 1/0, "yes"/"no"); BadResponse for anything else."""
+    value = get_path(body, path)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BadResponse(f"has-more path {path!r} holds {describe(value)}, not true or false")
+
+
+def as_count(value: Any) -> int | None:
+    """``value`` as a count of records (a whole number >= 0, also as text), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
 __all__ = [
     "MISSING",
+    "as_count",
     "describe",
+    "flag_at",
     "get_path",
     "parse_path",
     "pop_path",

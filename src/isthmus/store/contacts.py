@@ -1,58 +1,35 @@
-"""Contacts: one at a time for the API, in bulk for syncs, and streamed for exports.
-
-``upsert_many`` is the sync's write path and is built for throughput: per batch a fixed
-number of statements whatever its size (one SELECT by the batch's emails, one multi-row
-INSERT of the new contacts, one UPDATE of the changed ones, one of those that only gained a
-source; on PostgreSQL one more to lock the rows about to change).
-"""
+"""Contacts one at a time for the API, and streamed for exports (the sync's bulk writes are
+in ``contact_upserts``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from isthmus.domain.contacts import (
-    Change,
     Contact,
     ContactFilter,
-    Mapped,
     Source,
-    is_linked,
     normalise_email,
-    reconcile,
 )
-from isthmus.domain.ids import new_id
 from isthmus.domain.pagination import encode_cursor
 from isthmus.domain.records import Page
 from isthmus.errors import Conflict
 from isthmus.store.tables import contacts
 
 #: Emails per SELECT ... IN: far below every driver's bound-parameter limit.
-_SELECT_CHUNK = 1000
+SELECT_CHUNK = 1000
 #: The SQLite function behind case-insensitive matching of non-ASCII text (SQLite's own
 #: LIKE and lower() fold ASCII only).
 _LOWER = "isthmus_lower"
 
 
-@dataclass(frozen=True)
-class UpsertOutcome:
-    """What a batch did: the contacts it created and updated (as stored now), and how many
-    it left unchanged (those that only gained a source entry included)."""
-
-    created: list[Contact]
-    updated: list[Contact]
-    unchanged: int
-
-
-def _contact(row: Any) -> Contact:
+def row_contact(row: Any) -> Contact:
     m = row._mapping
     return Contact(
         id=m["id"],
@@ -71,7 +48,7 @@ def _contact(row: Any) -> Contact:
     )
 
 
-def _values(contact: Contact) -> dict[str, Any]:
+def contact_values(contact: Contact) -> dict[str, Any]:
     return {
         "id": contact.id,
         "tenant_id": contact.tenant_id,
@@ -99,27 +76,27 @@ async def get(
     if for_update:
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
-    return _contact(row) if row else None
+    return row_contact(row) if row else None
 
 
 async def by_email(conn: AsyncConnection, tenant_id: str, email: str) -> Contact | None:
     query = contacts.select().where(contacts.c.tenant_id == tenant_id, contacts.c.email == email)
     row = (await conn.execute(query)).first()
-    return _contact(row) if row else None
+    return row_contact(row) if row else None
 
 
 async def insert(conn: AsyncConnection, contact: Contact) -> None:
     """Conflict if the tenant has a contact with this email."""
     try:
         async with conn.begin_nested():
-            await conn.execute(contacts.insert().values(**_values(contact)))
+            await conn.execute(contacts.insert().values(**contact_values(contact)))
     except IntegrityError as exc:
         raise await _taken(conn, contact) from exc
 
 
 async def update(conn: AsyncConnection, contact: Contact) -> None:
     """Write every field of ``contact``; Conflict if its new email is another's."""
-    values = _values(contact)
+    values = contact_values(contact)
     del values["id"], values["tenant_id"], values["created_at"]
     try:
         async with conn.begin_nested():
@@ -160,7 +137,7 @@ async def query(
     q = contacts.select().where(contacts.c.tenant_id == tenant_id, *await _filters(conn, where))
     if after:
         q = q.where(contacts.c.id > after)
-    rows = [_contact(r) for r in await conn.execute(q.order_by(contacts.c.id).limit(limit + 1))]
+    rows = [row_contact(r) for r in await conn.execute(q.order_by(contacts.c.id).limit(limit + 1))]
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
@@ -243,294 +220,3 @@ def _from_integration(conn: AsyncConnection, integration_id: str) -> sa.ColumnEl
             "WHERE json_extract(s.value, '$.integrationId') = :source_filter)"
         ).bindparams(source_filter=integration_id)
     return sa.and_(clause)
-
-
-# -- bulk upsert ------------------------------------------------------------------------------
-
-
-async def upsert_many(
-    conn: AsyncConnection,
-    tenant_id: str,
-    integration_id: str,
-    mapped: Sequence[Mapped],
-    now: datetime,
-) -> UpsertOutcome:
-    """Write a batch of synced records, matched to contacts by email.
-
-    New emails are inserted; a known contact is updated only when the merged fields hash
-    differently (``reconcile``), and gains or updates the integration's source entry. The
-    same email twice in a batch counts once, as its last record. Known contacts are read
-    light first (id, hash, sources): only those about to change are read whole, and on
-    PostgreSQL locked as they are, so concurrent syncs of two integrations merge instead
-    of overwriting each other; an insert that loses a race for an email is handled as an
-    update of the winner's row.
-    """
-    batch: dict[str, Mapped] = {}
-    for item in mapped:
-        email = normalise_email(item.email)
-        if email != item.email:
-            item = replace(item, email=email)
-        batch.pop(email, None)  # the last record of an email wins, in its place
-        batch[email] = item
-    if not batch:
-        return UpsertOutcome([], [], 0)
-
-    known = await _known(conn, tenant_id, list(batch))
-    fresh = [m for email, m in batch.items() if email not in known]
-    created = await _insert_new(conn, tenant_id, integration_id, fresh, now)
-    unchanged = 0
-    writing: list[str] = []
-    for email, item in batch.items():
-        found = known.get(email)
-        if found is None:
-            if email not in created:  # another transaction inserted it first
-                writing.append(email)
-        elif item.hash != found.hash or not is_linked(
-            found.sources, integration_id, item.external_id
-        ):
-            writing.append(email)
-        else:
-            unchanged += 1
-
-    current = await _locked(conn, tenant_id, writing) if writing else {}
-    plans = [
-        reconcile(current[email], batch[email], integration_id, now)
-        for email in writing
-        if email in current  # else deleted meanwhile: the next sync creates it again
-    ]
-    updated = [c for change, c in plans if change is Change.UPDATED]
-    linked = [c for change, c in plans if change is Change.LINKED]
-    await _write(conn, updated, linked)
-    return UpsertOutcome(
-        created=[created[email] for email in batch if email in created],
-        updated=updated,
-        unchanged=unchanged + len(plans) - len(updated),
-    )
-
-
-async def refresh_statistics(conn: AsyncConnection) -> None:
-    """PostgreSQL: ANALYZE the contacts table, for a bulk load that grows it faster than
-    autovacuum follows. Plans made while the table looked empty stay cached and use the
-    tenant index for lookups by email, reading every contact of the tenant per lookup;
-    fresh statistics make them use the email index. In a transaction of its own, holding no
-    row locks: it takes a lock that other ANALYZEs wait for. SQLite: nothing to do."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("ANALYZE contacts"))
-
-
-@dataclass(frozen=True)
-class _Known:
-    """What deciding whether a synced record changes a stored contact needs of it."""
-
-    id: str
-    hash: str
-    sources: tuple[Source, ...]
-
-
-# PostgreSQL gets each step as one statement over arrays (unnest): one prepared statement
-# whatever the batch size, no per-row parameter handling; SQLite gets portable Core.
-# Each email is looked up on its own through the unique (tenant_id, email) index: a LATERAL
-# subquery with LIMIT 1 is a nested loop the planner cannot turn into a join. As a join,
-# a planner whose statistics lagged behind a growing table (a first sync outruns
-# autovacuum) scanned every contact of the tenant for every batch: quadratic. (Not
-# ``email = ANY(:emails)`` either: a generic plan searches the array linearly per row.)
-def _pg_by_emails(columns: Sequence[str], *, lock: bool) -> str:
-    inner = ", ".join(f"c.{name}" for name in columns)
-    outer = ", ".join(f"found.{name}" for name in columns)
-    return f"""
-    SELECT {outer}
-    FROM unnest(CAST(:emails AS VARCHAR[])) AS e(email)
-    CROSS JOIN LATERAL (
-        SELECT {inner} FROM contacts AS c
-        WHERE c.tenant_id = :tenant_id AND c.email = e.email
-        LIMIT 1 {"FOR UPDATE" if lock else ""}
-    ) AS found
-    """  # noqa: S608 - built from constants; every value is a bound parameter
-
-
-_KNOWN_COLUMNS = ("email", "id", "hash", "sources")
-_PG_KNOWN = sa.text(_pg_by_emails(_KNOWN_COLUMNS, lock=False)).columns(
-    *(contacts.c[name] for name in _KNOWN_COLUMNS)
-)
-# Rows are locked one by one in the order of the emails, which ``_locked`` sorts: two
-# transactions locking overlapping batches wait for each other instead of deadlocking.
-_PG_SELECT_LOCKED = sa.text(
-    _pg_by_emails([column.name for column in contacts.c], lock=True)
-).columns(*contacts.c)
-_ROWS = """unnest(
-        CAST(:ids AS VARCHAR[]), CAST(:emails AS VARCHAR[]), CAST(:first_names AS VARCHAR[]),
-        CAST(:last_names AS VARCHAR[]), CAST(:phones AS VARCHAR[]), CAST(:companies AS VARCHAR[]),
-        CAST(:job_titles AS VARCHAR[]), CAST(:customs AS TEXT[]), CAST(:sources AS TEXT[]),
-        CAST(:hashes AS VARCHAR[]), CAST(:updated_ats AS TIMESTAMPTZ[])
-    ) AS r(id, email, first_name, last_name, phone, company, job_title, custom, sources, hash,
-           updated_at)"""
-_PG_INSERT = sa.text(
-    f"""
-    INSERT INTO contacts (id, tenant_id, email, first_name, last_name, phone, company,
-                          job_title, custom, sources, hash, created_at, updated_at)
-    SELECT r.id, :tenant_id, r.email, r.first_name, r.last_name, r.phone, r.company,
-           r.job_title, CAST(r.custom AS JSONB), CAST(r.sources AS JSONB), r.hash,
-           r.updated_at, r.updated_at
-    FROM {_ROWS}
-    ON CONFLICT (tenant_id, email) DO NOTHING
-    RETURNING email
-    """  # noqa: S608 - a constant; every value is a bound parameter
-)
-_PG_UPDATE = sa.text(
-    f"""
-    UPDATE contacts AS c
-    SET first_name = r.first_name, last_name = r.last_name, phone = r.phone,
-        company = r.company, job_title = r.job_title, custom = CAST(r.custom AS JSONB),
-        sources = CAST(r.sources AS JSONB), hash = r.hash, updated_at = r.updated_at
-    FROM {_ROWS}
-    WHERE c.id = r.id
-    """  # noqa: S608 - a constant; every value is a bound parameter
-)
-_PG_LINK = sa.text(
-    """
-    UPDATE contacts AS c SET sources = CAST(r.sources AS JSONB)
-    FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:sources AS TEXT[])) AS r(id, sources)
-    WHERE c.id = r.id
-    """
-)
-
-_INSERT = sqlite_insert(contacts).on_conflict_do_nothing(index_elements=["tenant_id", "email"])
-# The columns a changed contact's UPDATE sets, each bound as ``b_<column>``.
-_SET: tuple[str, ...] = ("first_name", "last_name", "phone", "company", "job_title")
-_SET += ("custom", "sources", "hash", "updated_at")
-_UPDATE = (
-    contacts.update()
-    .where(contacts.c.id == sa.bindparam("b_id"))
-    .values({name: sa.bindparam(f"b_{name}", type_=contacts.c[name].type) for name in _SET})
-)
-_SQLITE_KNOWN = sa.select(*(contacts.c[name] for name in _KNOWN_COLUMNS))
-_LINK = (
-    contacts.update()
-    .where(contacts.c.id == sa.bindparam("b_id"))
-    .values(sources=sa.bindparam("b_sources", type_=contacts.c.sources.type))
-)
-
-
-async def _known(conn: AsyncConnection, tenant_id: str, emails: list[str]) -> dict[str, _Known]:
-    found: dict[str, _Known] = {}
-    for start in range(0, len(emails), _SELECT_CHUNK):
-        chunk = emails[start : start + _SELECT_CHUNK]
-        if conn.dialect.name == "postgresql":
-            rows = await conn.execute(_PG_KNOWN, {"tenant_id": tenant_id, "emails": chunk})
-        else:
-            where = (contacts.c.tenant_id == tenant_id, contacts.c.email.in_(chunk))
-            rows = await conn.execute(_SQLITE_KNOWN.where(*where))
-        for email, contact_id, digest, sources in rows:
-            found[email] = _Known(
-                contact_id, digest, tuple(Source.from_json(s) for s in sources or ())
-            )
-    return found
-
-
-async def _locked(conn: AsyncConnection, tenant_id: str, emails: list[str]) -> dict[str, Contact]:
-    """The contacts with these emails, whole, locked on PostgreSQL (SQLite writers take
-    turns: nothing to lock)."""
-    found: dict[str, Contact] = {}
-    emails = sorted(emails)
-    for start in range(0, len(emails), _SELECT_CHUNK):
-        chunk = emails[start : start + _SELECT_CHUNK]
-        if conn.dialect.name == "postgresql":
-            params = {"tenant_id": tenant_id, "emails": chunk}
-            rows = await conn.execute(_PG_SELECT_LOCKED, params)
-        else:
-            where = (contacts.c.tenant_id == tenant_id, contacts.c.email.in_(chunk))
-            rows = await conn.execute(contacts.select().where(*where))
-        found.update((r.email, _contact(r)) for r in rows)
-    return found
-
-
-async def _insert_new(
-    conn: AsyncConnection,
-    tenant_id: str,
-    integration_id: str,
-    fresh: list[Mapped],
-    now: datetime,
-) -> dict[str, Contact]:
-    """Insert what is new; the ones inserted, by email (an email another transaction took
-    meanwhile is left out)."""
-    if not fresh:
-        return {}
-    planned = {
-        m.email: Contact(
-            id=new_id("con"),
-            tenant_id=tenant_id,
-            email=m.email,
-            first_name=m.first_name,
-            last_name=m.last_name,
-            phone=m.phone,
-            company=m.company,
-            job_title=m.job_title,
-            custom=m.custom,
-            sources=(Source(integration_id, m.external_id),),
-            hash=m.hash,
-            created_at=now,
-            updated_at=now,
-        )
-        for m in fresh
-    }
-    if conn.dialect.name == "postgresql":
-        params = {"tenant_id": tenant_id, **_arrays(list(planned.values()))}
-        result = await conn.execute(_PG_INSERT, params)
-        return {email: planned[email] for (email,) in result}
-    # SQLite: one plain executemany, no RETURNING (which SQLAlchemy turns into many small
-    # statements); this transaction holds the write lock since it read these emails, so
-    # every row goes in, unless a caller broke that rule: then ask which did.
-    result = await conn.execute(_INSERT, [_values(c) for c in planned.values()])
-    if result.rowcount == len(planned):
-        return planned
-    ids = [c.id for c in planned.values()]
-    stored = set(
-        (await conn.execute(sa.select(contacts.c.id).where(contacts.c.id.in_(ids)))).scalars()
-    )
-    return {email: c for email, c in planned.items() if c.id in stored}
-
-
-async def _write(conn: AsyncConnection, updated: list[Contact], linked: list[Contact]) -> None:
-    """Store the updated contacts whole, and the new sources of the linked ones."""
-    if conn.dialect.name == "postgresql":
-        if updated:
-            await conn.execute(_PG_UPDATE, _arrays(updated))
-        if linked:
-            sources = [_json([s.as_json() for s in c.sources]) for c in linked]
-            await conn.execute(_PG_LINK, {"ids": [c.id for c in linked], "sources": sources})
-        return
-    if updated:
-        await conn.execute(_UPDATE, [_update_params(c) for c in updated])
-    if linked:
-        await conn.execute(
-            _LINK, [{"b_id": c.id, "b_sources": [s.as_json() for s in c.sources]} for c in linked]
-        )
-
-
-def _arrays(rows: list[Contact]) -> dict[str, list[Any]]:
-    return {
-        "ids": [c.id for c in rows],
-        "emails": [c.email for c in rows],
-        "first_names": [c.first_name for c in rows],
-        "last_names": [c.last_name for c in rows],
-        "phones": [c.phone for c in rows],
-        "companies": [c.company for c in rows],
-        "job_titles": [c.job_title for c in rows],
-        "customs": [_json(dict(c.custom)) if c.custom else "{}" for c in rows],
-        "sources": [_json([s.as_json() for s in c.sources]) for c in rows],
-        "hashes": [c.hash for c in rows],
-        "updated_ats": [c.updated_at for c in rows],
-    }
-
-
-def _json(value: Any) -> str:
-    return _ENCODER.encode(value)
-
-
-# Made once, not per call as ``json.dumps`` with options does: a sync encodes every row.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _update_params(contact: Contact) -> dict[str, Any]:
-    values = _values(contact)
-    return {f"b_{name}": values[name] for name in ("id", *_SET)}

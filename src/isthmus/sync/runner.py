@@ -50,10 +50,9 @@ from isthmus.errors import (
 from isthmus.services.connections import ConnectionService
 from isthmus.services.contacts import publish_changes
 from isthmus.services.polling import Outcome, record_outcome_in
-from isthmus.store import contacts as contacts_repo
+from isthmus.store import contact_upserts, queue, sync_runs, sync_state
 from isthmus.store import integrations as integrations_repo
-from isthmus.store import queue, sync_runs, sync_state
-from isthmus.store.contacts import UpsertOutcome
+from isthmus.store.contact_upserts import UpsertOutcome
 from isthmus.store.db import Store
 from isthmus.store.sync_runs import ACTIVE, RunCounts, RunStatus, SyncRun
 from isthmus.webhooks.publish import DEFAULT_MAX_PAYLOAD_BYTES
@@ -152,7 +151,7 @@ class SyncRunner:
                 raise LeaseLost(f"sync run {run.id}: job {job.id} was taken over")
             outcome = UpsertOutcome([], [], 0)
             for group in _upsert_groups(pages):
-                done = await contacts_repo.upsert_many(
+                done = await contact_upserts.upsert_many(
                     conn, run.tenant_id, run.integration_id, group, now
                 )
                 outcome = UpsertOutcome(
@@ -179,7 +178,7 @@ class SyncRunner:
     async def _refresh_statistics(self, run: SyncRun) -> None:
         try:
             async with self.store.transaction() as conn:
-                await contacts_repo.refresh_statistics(conn)
+                await contact_upserts.refresh_statistics(conn)
         except Exception:
             # Only the speed of what follows depends on it; the pages are written.
             log.warning("sync run %s: could not refresh statistics", run.id, exc_info=True)
