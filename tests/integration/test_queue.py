@@ -423,10 +423,20 @@ async def test_the_queue_recovers_when_the_server_drops_its_connections(
     assert len(await queue.claim(store, limit=1, lease_seconds=LEASE, now=at(1))) == 1
     admin = await asyncpg.connect(db_url)
     try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        ended = await admin.fetch(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+        # pg_terminate_backend only signals: wait until those backends are really gone, or
+        # the next claim may still find its connection alive.
+        pids = [row["pid"] for row in ended]
+        for _ in range(100):
+            left = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids
+            )
+            if not left:
+                break
+            await asyncio.sleep(0.05)
     finally:
         await admin.close()
     # A dropped connection fails its statement as StoreUnavailable (never a driver error)
