@@ -26,8 +26,15 @@ def new_id(prefix: str) -> str:
         if value >> _RANDOM_BITS == _last >> _RANDOM_BITS and value <= _last:
             value = _last + 1
         _last = value
-    chars = []
-    for _ in range(26):
-        value, rem = divmod(value, 32)
-        chars.append(_ALPHABET[rem])
-    return f"{prefix}_{''.join(reversed(chars))}"
+    return f"{prefix}_{encode(value)}"
+
+
+# Two base32 characters per 10 bits: 13 table lookups instead of 26 divisions (ids are made
+# several per synced contact and per delivery).
+_PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]
+_SHIFTS = range(120, -1, -10)
+
+
+def encode(value: int) -> str:
+    """A 128-bit ``value`` as 26 Crockford base32 characters, most significant first."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])

@@ -1,0 +1,42 @@
+"""Row ids: prefix, 26 Crockford base32 characters, creation order."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from isthmus.domain.ids import encode, new_id
+
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def by_division(value: int) -> str:
+    """The encoding spelled out the slow way: 26 base32 digits, most significant first."""
+    digits = []
+    for _ in range(26):
+        value, rem = divmod(value, 32)
+        digits.append(ALPHABET[rem])
+    return "".join(reversed(digits))
+
+
+@pytest.mark.parametrize(
+    "value", [0, 1, 31, 32, 1023, 1024, 2**80, 2**127, 2**128 - 1, 0x0123456789ABCDEF << 40]
+)
+def test_encode_is_base32_most_significant_first(value: int) -> None:
+    assert encode(value) == by_division(value)
+
+
+def test_encode_matches_on_random_values() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        value = rng.getrandbits(128)
+        assert encode(value) == by_division(value)
+
+
+def test_ids_carry_their_prefix_and_sort_in_creation_order() -> None:
+    ids = [new_id("evt") for _ in range(5000)]
+    assert all(re.fullmatch(r"evt_[0-9a-hjkmnp-tv-z]{26}", i) for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
