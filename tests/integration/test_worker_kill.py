@@ -152,10 +152,18 @@ async def test_sigkill_mid_run_loses_no_job(
         ids = await queue.enqueue_many(conn, [NewJob(KIND, {"n": i}) for i in range(JOBS)])
     enqueued = time.monotonic()
 
+    seen_started = [0]
+
     async def well_under_way() -> bool:
+        # ...and a started a job since the last look (at most one poll, 50 ms, ago): that
+        # job sleeps 0.2 s before it can complete, so a surely holds it when killed right
+        # after. (A count of held jobs alone could be stale by the time of the kill: a
+        # worker between claims holds nothing for a moment.)
+        started = len(a.started())
+        fresh = started > seen_started[0]
+        seen_started[0] = started
         done_by_a = await processed_by("a")
-        holding = len(a.started()) - done_by_a  # started by a, not completed
-        return done_by_a >= 100 and await processed_by("b") >= 500 and holding > 0
+        return fresh and done_by_a >= 100 and await processed_by("b") >= 500
 
     await until("both workers to be well under way", well_under_way, procs, deadline)
     a.kill()  # SIGKILL, while it holds up to 16 leased jobs

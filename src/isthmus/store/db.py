@@ -51,7 +51,16 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # serve a busy worker (their server processes, caches and prepared statements warm)
     # instead of every statement waking the next of dozens in turn.
     kwargs.setdefault("pool_use_lifo", True)
-    engine = create_async_engine(url, **kwargs)
+    # Every statement is planned for the table as it is now. The driver prepares statements
+    # and the server would soon settle on one generic plan per statement, made once, often
+    # while the tables were still empty: a sequential scan that stays after the queue holds
+    # 100,000 rows (and a fresh or never-analysed table has no statistics to correct it).
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    server_settings = dict(connect_args.get("server_settings", {}))
+    server_settings.setdefault("plan_cache_mode", "force_custom_plan")
+    server_settings.setdefault("jit", "off")
+    connect_args["server_settings"] = server_settings
+    engine = create_async_engine(url, connect_args=connect_args, **kwargs)
     _ping_when_idle(engine)
     return engine
 

@@ -95,17 +95,20 @@ def _load_statement() -> sa.Select[Any]:
 _LOAD = _load_statement()
 
 # The same on PostgreSQL as SQL text for the driver (``Store.driver``); JSON comes as text.
-# The same on PostgreSQL as SQL text for the driver (``Store.driver``); JSON comes as text.
-# Each row's event and subscription are looked up by key (LATERAL ... LIMIT 1, which the
-# planner does not flatten into a join of its choice), whatever it believes of the tables'
-# sizes: a fresh database has no statistics, and a hash join that reads every event at each
+# Each delivery, its event and its subscription are looked up by key (LATERAL ... LIMIT 1,
+# which the planner does not flatten into a join of its choice), whatever it believes of the
+# tables' sizes: a fresh database has no statistics, and a hash join that reads every event at each
 # batch turns a backlog into quadratic work.
 _LOAD_PG = f"""
     SELECT d.id, d.tenant_id, d.subscription_id, d.event_id, d.event_type, d.status,
            d.attempts, e.data, e.created_at,
            {", ".join(f"s.{n}" for n in _SUB_NAMES)},
            stamp.newest, stamp.count
-    FROM deliveries d
+    FROM unnest($1::varchar[]) AS wanted(id)
+    CROSS JOIN LATERAL (
+        SELECT id, tenant_id, subscription_id, event_id, event_type, status, attempts
+        FROM deliveries WHERE deliveries.id = wanted.id LIMIT 1
+    ) d
     CROSS JOIN LATERAL (
         SELECT data::text, created_at FROM events WHERE events.id = d.event_id LIMIT 1
     ) e
@@ -120,7 +123,6 @@ _LOAD_PG = f"""
         SELECT max(updated_at) AS newest, count(*) AS count FROM secrets
         WHERE owner = 'webhook:' || s.id
     ) stamp ON true
-    WHERE d.id = ANY($1::varchar[])
 """  # noqa: S608 - constants only; every value is a bound parameter
 
 
@@ -196,7 +198,9 @@ class Success:
 # One statement: complete the jobs still held under their leases; for those only, the
 # attempt row and the delivery's new state (fenced as ``settle`` is: a delivery changed
 # meanwhile keeps its state, the attempt stays in its log). Returns the held jobs' ids.
-# The token alone fences the job (see ``queue._fenced_many_sql``).
+# The token alone fences the job (see ``queue._fenced_many_sql``). The ``= ANY`` conditions
+# repeat the join's keys so the rows are found by their index even under a plan cached
+# while the tables were empty.
 _RECORD_SUCCESSES_PG = f"""
     WITH r AS (
         SELECT * FROM unnest(
@@ -209,7 +213,7 @@ _RECORD_SUCCESSES_PG = f"""
         SET status = '{JobStatus.DONE.value}', lease_token = NULL, run_at = r.at,
             updated_at = r.at
         FROM r
-        WHERE jobs.id = r.job_id AND jobs.lease_token = r.token
+        WHERE jobs.id = ANY($1::varchar[]) AND jobs.id = r.job_id AND jobs.lease_token = r.token
         RETURNING jobs.id
     ), held AS MATERIALIZED (
         SELECT r.* FROM r JOIN done ON done.id = r.job_id
@@ -219,7 +223,8 @@ _RECORD_SUCCESSES_PG = f"""
             next_attempt_at = NULL, last_status_code = held.status_code, last_error = NULL,
             updated_at = held.at
         FROM held
-        WHERE deliveries.id = held.delivery_id AND deliveries.status = '{PENDING}'
+        WHERE deliveries.id = ANY($3::varchar[]) AND deliveries.id = held.delivery_id
+          AND deliveries.status = '{PENDING}'
           AND deliveries.attempts = held.attempts - 1
     ), recorded AS (
         INSERT INTO delivery_attempts (id, delivery_id, tenant_id, attempted_at, status_code,

@@ -294,12 +294,15 @@ def _fenced_many_sql(assignments: str) -> str:
     A job has a lease token only while it runs (a claim sets a fresh one, every settle
     clears it), so the token alone fences, and the rows are found by id: a condition on
     ``status`` would invite the planner, on a table without statistics yet, to read every
-    entry its index keeps for running jobs (dead ones included) at each call.
+    entry its index keeps for running jobs (dead ones included) at each call. The ``= ANY``
+    repeats the join's key so that a plan cached while the table was empty still looks the
+    rows up by index instead of reading the table.
     """
     return f"""
         UPDATE jobs SET {assignments}
         FROM unnest($1::varchar[], $2::varchar[]) AS held(id, token)
-        WHERE jobs.id = held.id AND jobs.lease_token = held.token
+        WHERE jobs.id = ANY($1::varchar[]) AND jobs.id = held.id
+          AND jobs.lease_token = held.token
         RETURNING jobs.id
     """  # noqa: S608 - constants only; every value is a bound parameter
 
