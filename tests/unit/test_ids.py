@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from isthmus.domain.ids import encode, new_id
+from isthmus.domain.ids import encode, new_id, new_ids
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -40,3 +40,16 @@ def test_ids_carry_their_prefix_and_sort_in_creation_order() -> None:
     assert all(re.fullmatch(r"evt_[0-9a-hjkmnp-tv-z]{26}", i) for i in ids)
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_ids_made_in_a_lot_are_unique_and_keep_creation_order_with_single_ones() -> None:
+    made: list[str] = []
+    for size in [0, 1, 3, 500, 2, 1000]:
+        made.append(new_id("dlv"))
+        lot = new_ids("dlv", size)
+        assert len(lot) == size
+        made.extend(lot)
+    made.append(new_id("dlv"))
+    assert all(re.fullmatch(r"dlv_[0-9a-hjkmnp-tv-z]{26}", i) for i in made)
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)

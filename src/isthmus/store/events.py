@@ -3,7 +3,6 @@ events by their idempotency keys."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from isthmus.domain.ids import new_id
+from isthmus.domain.ids import new_id, new_ids
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.domain.webhooks import SubscriptionStatus
 from isthmus.store import notify, queue
@@ -36,13 +35,15 @@ class StoredEvent:
 
 
 class EventRow(NamedTuple):
-    """One event to write (``data`` is JSON-ready; ``payload_hash`` tells repeats apart)."""
+    """One event to write (``data`` is JSON-ready, ``data_json`` its serialisation;
+    ``payload_hash`` tells repeats apart)."""
 
     id: str
     type: str
     data: Any
     idempotency_key: str | None
     payload_hash: str
+    data_json: str
 
 
 class DeliveryRow(NamedTuple):
@@ -251,14 +252,14 @@ async def _insert_published_postgres(
             "kind": kind,
             "event_ids": [e.id for e in new_events],
             "types": [e.type for e in new_events],
-            "datas": [json.dumps(e.data, ensure_ascii=False) for e in new_events],
+            "datas": [e.data_json for e in new_events],
             "keys": [e.idempotency_key for e in new_events],
             "hashes": [e.payload_hash for e in new_events],
-            "delivery_ids": [new_id("dlv") for _ in new_deliveries],
+            "delivery_ids": new_ids("dlv", len(new_deliveries)),
             "delivery_events": [d.event_id for d in new_deliveries],
             "delivery_types": [d.event_type for d in new_deliveries],
             "subscription_ids": [d.subscription_id for d in new_deliveries],
-            "job_ids": [new_id("job") for _ in new_deliveries],
+            "job_ids": new_ids("job", len(new_deliveries)),
             "dues": [d.due for d in new_deliveries],
         },
     )

@@ -28,7 +28,7 @@ from isthmus.store.events import DeliveryRow, EventRow, Receiver
 from isthmus.store.types import utcnow
 from isthmus.webhooks.event_types import EventTypeService
 from isthmus.webhooks.retry import first_attempt_at
-from isthmus.webhooks.signing import payload
+from isthmus.webhooks.signing import data_json, envelope
 
 #: The job kind of one delivery attempt; its payload is ``{"deliveryId": ...}`` and its
 #: group the subscription id.
@@ -114,10 +114,11 @@ async def publish_many(
         return f"events[{i}]." if len(new_events) > 1 else ""
 
     schemas, receivers = await _reads(conn, tenant_id, new_events, prefix)
-    digests = [
+    checked = [
         _checked(e, schemas[e.type], tenant_id, now, max_payload_bytes, prefix(i))
         for i, e in enumerate(new_events)
     ]
+    digests = [digest for digest, _text in checked]
 
     # Who each event is: a new row, or a duplicate of an earlier event (stored, or one of
     # this call: ``same_as``).
@@ -145,7 +146,7 @@ async def publish_many(
                 _same(found.payload_hash, digest, f"event {found.id}", prefix(i))
                 results[i] = PublishResult(found.id, 0, duplicate=True)
                 continue
-        row_of[i] = EventRow(new_id("evt"), event.type, event.data, key, digest)
+        row_of[i] = EventRow(new_id("evt"), event.type, event.data, key, digest, checked[i][1])
         rows.append(row_of[i])
     if expired:
         await events_repo.release_keys(conn, expired)
@@ -212,13 +213,15 @@ def _checked(
     now: datetime,
     max_payload_bytes: int,
     prefix: str,
-) -> str:
-    """The event's payload hash, once its data, size, schema and key pass."""
+) -> tuple[str, str]:
+    """The event's payload hash and its data serialised, once its data, size, schema and
+    key pass."""
     try:
-        body = payload(event.type, now, tenant_id, event.data)  # InvalidInput if not JSON
-        if len(body) > max_payload_bytes:
+        text = data_json(event.data)  # InvalidInput if not JSON
+        size = len(envelope(event.type, now, tenant_id, text).encode())
+        if size > max_payload_bytes:
             raise PayloadTooLarge(
-                f"the event's payload is {len(body)} bytes, over the {max_payload_bytes}-byte cap",
+                f"the event's payload is {size} bytes, over the {max_payload_bytes}-byte cap",
                 [FieldError("data", f"at most {max_payload_bytes} bytes serialised")],
             )
         if schema is not None:
@@ -233,7 +236,7 @@ def _checked(
             raise
         fields = [FieldError(prefix + e.field, e.message) for e in exc.errors]
         raise type(exc)(f"{prefix.rstrip('.')}: {exc}", fields) from exc
-    return _hash(event.type, event.data)
+    return _hash(event.type, text), text
 
 
 def _same(stored_hash: str, digest: str, holder: str, prefix: str) -> None:
@@ -278,10 +281,10 @@ def _check_schema(schema: dict[str, Any], data: Any) -> None:
     raise InvalidInput(f"data does not match the event type's schema: {detail}", found)
 
 
-def _hash(event_type: str, data: Any) -> str:
-    canonical = json.dumps(
-        [event_type, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+def _hash(event_type: str, text: str) -> str:
+    """Over ``[type, data]`` serialised compact with sorted keys (``text`` is the data so
+    serialised, by ``data_json``)."""
+    canonical = f"[{json.dumps(event_type, ensure_ascii=False)},{text}]"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -229,17 +229,27 @@ def payload(event_type: str, timestamp: datetime, tenant_id: str, data: Any) -> 
     ``JSON.stringify(JSON.parse(body))`` re-serialises, so its hex check holds too.
     ``InvalidInput`` if ``data`` is not JSON (NaN, infinities, sets, ...).
     """
+    return envelope(event_type, timestamp, tenant_id, data_json(data)).encode()
 
-    def dump(value: Any, *, sort: bool = False) -> str:
-        return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=sort
-        )
 
+def data_json(data: Any) -> str:
+    """``data`` as the body carries it (compact, keys sorted, non-ASCII as is); the one
+    serialisation a publish makes of it. ``InvalidInput`` if it is not JSON."""
     try:
-        data_json = dump(data, sort=True)
+        return _dump(data, sort=True)
     except (TypeError, ValueError) as exc:
         raise InvalidInput.field("data", f"not JSON: {exc}") from exc
+
+
+def envelope(event_type: str, timestamp: datetime, tenant_id: str, data_text: str) -> str:
+    """The body around ``data_text`` (from ``data_json``), as text."""
     return (
-        f'{{"event":{dump(event_type)},"timestamp":{dump(format_timestamp(timestamp))},'
-        f'"tenantId":{dump(tenant_id)},"data":{data_json}}}'
-    ).encode()
+        f'{{"event":{_dump(event_type)},"timestamp":{_dump(format_timestamp(timestamp))},'
+        f'"tenantId":{_dump(tenant_id)},"data":{data_text}}}'
+    )
+
+
+def _dump(value: Any, *, sort: bool = False) -> str:
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=sort
+    )
