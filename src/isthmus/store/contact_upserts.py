@@ -27,7 +27,7 @@ from isthmus.domain.contacts import (
     normalise_email,
     reconcile,
 )
-from isthmus.domain.ids import new_id
+from isthmus.domain.ids import new_ids
 from isthmus.store.contacts import SELECT_CHUNK, contact_values, row_contact
 from isthmus.store.tables import contacts
 
@@ -252,9 +252,10 @@ async def _insert_new(
     meanwhile is left out)."""
     if not fresh:
         return {}
+    ids = new_ids("con", len(fresh))
     planned = {
         m.email: Contact(
-            id=new_id("con"),
+            id=contact_id,
             tenant_id=tenant_id,
             email=m.email,
             first_name=m.first_name,
@@ -268,7 +269,7 @@ async def _insert_new(
             created_at=now,
             updated_at=now,
         )
-        for m in fresh
+        for m, contact_id in zip(fresh, ids, strict=True)
     }
     if conn.dialect.name == "postgresql":
         params = {"tenant_id": tenant_id, **_arrays(list(planned.values()))}

@@ -19,7 +19,7 @@ from jsonschema.validators import Draft202012Validator, validator_for
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from isthmus.domain.auth import Actor
-from isthmus.domain.ids import new_id
+from isthmus.domain.ids import new_ids
 from isthmus.domain.webhooks import PRELOADED_EVENT_TYPES, matches
 from isthmus.errors import Conflict, FieldError, InvalidInput, PayloadTooLarge
 from isthmus.store import events as events_repo
@@ -130,6 +130,7 @@ async def publish_many(
     expired: list[str] = []
     rows: list[EventRow] = []
     row_of: dict[int, EventRow] = {}
+    event_ids = new_ids("evt", len(new_events))
     for i, (event, digest) in enumerate(zip(new_events, digests, strict=True)):
         key = event.idempotency_key
         if key is not None and key in first_with_key:
@@ -146,7 +147,7 @@ async def publish_many(
                 _same(found.payload_hash, digest, f"event {found.id}", prefix(i))
                 results[i] = PublishResult(found.id, 0, duplicate=True)
                 continue
-        row_of[i] = EventRow(new_id("evt"), event.type, event.data, key, digest, checked[i][1])
+        row_of[i] = EventRow(event_ids[i], event.type, event.data, key, digest, checked[i][1])
         rows.append(row_of[i])
     if expired:
         await events_repo.release_keys(conn, expired)
