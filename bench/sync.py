@@ -48,23 +48,21 @@ import contextlib
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from benchsupport import ServerProcess, create_database, drop_database, serve_forever
 
 TOKEN = "pat-na1-bench-0000-1111-2222-333344445555"
 PAGE_SIZE = 100
 CHANGE_EVERY = 100  # 1 %
 PATH = "/crm/v3/objects/contacts"
-ADMIN_URL = os.environ.get("ISTHMUS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 #: How often the bench looks at a run's status: its time is known to +-POLL_SECONDS / 2,
 #: and a tighter poll would take CPU from the run it measures.
 POLL_SECONDS = 0.05
@@ -169,30 +167,18 @@ class ContactsAPI:
 
 
 def serve_main(total: int) -> None:
-    async def run() -> None:
-        api = ContactsAPI(total)
-        app = web.Application()
-        app.router.add_get(PATH, api.list)
-        app.router.add_post("/_ctl/change", api.change)
-        app.router.add_post("/_ctl/reset", api.reset)
-        app.router.add_post("/hook", api.hook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
-        api.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        api.render(0)
-        print(f"PORT {runner.addresses[0][1]}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        # Never outlive the bench: stop when its stdin closes, or after an hour at most.
-        loop.add_reader(sys.stdin.fileno(), stop.set)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 3600)
-        await runner.cleanup()
+    api = ContactsAPI(total)
+    app = web.Application()
+    app.router.add_get(PATH, api.list)
+    app.router.add_post("/_ctl/change", api.change)
+    app.router.add_post("/_ctl/reset", api.reset)
+    app.router.add_post("/hook", api.hook)
 
-    asyncio.run(run())
+    def started(port: int) -> None:
+        api.base = f"http://127.0.0.1:{port}"
+        api.render(0)
+
+    serve_forever(app, started)
 
 
 async def control(base: str, action: str) -> None:
@@ -415,56 +401,9 @@ def child(args: list[str], timeout: float) -> dict[str, Any]:
     raise RuntimeError(f"{args[0]} gave no result (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-class ContactsServer:
-    def __init__(self, total: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--_serve", str(total)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.proc.kill()
-            raise RuntimeError(f"the contacts API did not start: {line!r}")
-        self.base = f"http://127.0.0.1:{int(line.split()[1])}"
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-async def create_database() -> tuple[str, str]:
-    import asyncpg
-
-    name = f"isthmus_bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", name
-
-
-async def drop_database(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 def bench(args: argparse.Namespace) -> int:
     databases = ["postgresql", "sqlite"] if args.database == "both" else [args.database]
-    server = ContactsServer(args.contacts)
+    server = ServerProcess(__file__, ["--_serve", str(args.contacts)], "the contacts API")
     scratch: list[str] = []
     bare: list[dict[str, Any]] = []
     rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # label, first, changed

@@ -51,18 +51,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from benchsupport import ServerProcess, create_database, drop_database, serve_forever
 
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 EVENT_TYPE = "lead.created"
-ADMIN_URL = os.environ.get("ISTHMUS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 STOP_TIMEOUT = 20.0
 PUBLISHERS = 8
 
@@ -137,48 +136,20 @@ class Receiver:
 
 
 def receiver_main() -> None:
-    async def run() -> None:
-        r = Receiver()
-        app = web.Application(client_max_size=1024 * 1024)
-        app.router.add_post("/hook", r.hook)
-        app.router.add_post("/_ctl/keys", r.ctl_keys)
-        app.router.add_post("/_ctl/reset", r.ctl_reset)
-        app.router.add_get("/_ctl/stats", r.ctl_stats)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
-        print(f"PORT {runner.addresses[0][1]}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        # Never outlive the bench: stop when its stdin closes, or after an hour at most.
-        loop.add_reader(sys.stdin.fileno(), stop.set)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 3600)
-        await runner.cleanup()
-
-    asyncio.run(run())
+    r = Receiver()
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_post("/hook", r.hook)
+    app.router.add_post("/_ctl/keys", r.ctl_keys)
+    app.router.add_post("/_ctl/reset", r.ctl_reset)
+    app.router.add_get("/_ctl/stats", r.ctl_stats)
+    serve_forever(app)
 
 
-class ReceiverProcess:
+class ReceiverProcess(ServerProcess):
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--_receiver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.proc.kill()
-            raise RuntimeError(f"the receiver did not start: {line!r}")
-        self.port = int(line.split()[1])
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-        self.ctl = aiohttp.ClientSession(
-            f"http://127.0.0.1:{self.port}", timeout=aiohttp.ClientTimeout(total=30)
-        )
+        super().__init__(__file__, ["--_receiver"], "the receiver")
+        self.url = f"{self.base}/hook"
+        self.ctl = aiohttp.ClientSession(self.base, timeout=aiohttp.ClientTimeout(total=30))
 
     async def keys(self, keys: dict[str, str]) -> None:
         async with self.ctl.post("/_ctl/keys", json=keys) as r:
@@ -200,15 +171,9 @@ class ReceiverProcess:
             await asyncio.sleep(0.05)
         return await self.stats(full=True)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         await self.ctl.close()
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        self.close()
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -329,15 +294,7 @@ class HubUnderTest:
         from isthmus.store import migrate
 
         if self.database == "postgresql":
-            import asyncpg
-
-            self.pg_name = f"isthmus_bench_{uuid.uuid4().hex[:12]}"
-            conn = await asyncpg.connect(ADMIN_URL)
-            try:
-                await conn.execute(f'CREATE DATABASE "{self.pg_name}"')
-            finally:
-                await conn.close()
-            self.url = ADMIN_URL.rsplit("/", 1)[0] + f"/{self.pg_name}"
+            self.url, self.pg_name = await create_database()
         else:
             self.home.mkdir(parents=True, exist_ok=True)
             self.url = f"sqlite:///{(self.home / 'bench.db').resolve()}"
@@ -423,13 +380,7 @@ class HubUnderTest:
         if self.hub is not None:
             await self.hub.close()
         if self.pg_name is not None:
-            import asyncpg
-
-            conn = await asyncpg.connect(ADMIN_URL)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
-            finally:
-                await conn.close()
+            await drop_database(self.pg_name)
 
 
 async def hub_throughput(
@@ -582,7 +533,7 @@ async def bench(args: argparse.Namespace) -> int:
             )
             print(f"  raw sender again: {raws[-1].rate:,.0f} deliveries/s", flush=True)
     finally:
-        await receiver.close()
+        await receiver.stop()
 
     raw = max(raws, key=lambda r: r.rate)  # the better raw run: the stricter ratio
     print()
