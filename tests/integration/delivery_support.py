@@ -44,7 +44,9 @@ class Hit:
 
 class ScriptedReceiver(LocalServer):
     """An aiohttp server on 127.0.0.1. Each path answers the next step of its script, then
-    200 once the script is used up; ``/slow/<seconds>`` sleeps, then answers 200."""
+    200 once the script is used up; ``/slow/<seconds>`` sleeps, then answers 200. While
+    ``answering`` is clear, every request is received (and counted in flight) but waits
+    for its answer."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,6 +55,8 @@ class ScriptedReceiver(LocalServer):
         self.hits: list[Hit] = []
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
+        self.answering = asyncio.Event()
+        self.answering.set()
 
     def script(self, path: str, steps: Iterable[Step]) -> None:
         self.scripts[path] = list(steps)
@@ -80,6 +84,7 @@ class ScriptedReceiver(LocalServer):
         self.in_flight[path] += 1
         self.max_in_flight[path] = max(self.max_in_flight[path], self.in_flight[path])
         try:
+            await self.answering.wait()
             if path.startswith("/slow/"):
                 await asyncio.sleep(float(path.rsplit("/", 1)[1]))
                 return web.json_response({"ok": True})

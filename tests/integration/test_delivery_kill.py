@@ -29,6 +29,7 @@ pytestmark = pytest.mark.postgres
 
 EVENTS = 5_000
 LEASE_SECONDS = 2
+CONCURRENCY = 16  # per worker process
 DEADLINE = 90.0
 
 
@@ -85,7 +86,9 @@ async def test_sigkill_mid_run_loses_no_delivery(
         )
         workers: list[Process] = [
             launcher.spawn(
-                [isthmus_executable(), "worker", "--concurrency", "16"], env=env, name=name
+                [isthmus_executable(), "worker", "--concurrency", str(CONCURRENCY)],
+                env=env,
+                name=name,
             )
             for name in ("a", "b")
         ]
@@ -112,11 +115,20 @@ async def test_sigkill_mid_run_loses_no_delivery(
         while len(receiver.hits) < 1000:
             assert time.monotonic() < deadline, "deliveries did not get under way"
             await asyncio.sleep(0.01)
+        # Hold the answers until both workers have every slot waiting on a request: worker
+        # a then surely dies holding 16 jobs whose attempts it never recorded. (Killed at a
+        # random moment, a worker whose jobs all wait on one batched record statement that
+        # the server completes after the kill leaves nothing to rescue.)
+        receiver.answering.clear()
+        while receiver.in_flight["/hook"] < 2 * CONCURRENCY:
+            assert time.monotonic() < deadline, f"{receiver.in_flight['/hook']} in flight"
+            await asyncio.sleep(0.01)
         async with hub.store.read() as conn:
             query = sa.text("SELECT count(*) FROM jobs WHERE status = 'running'")
             running_at_kill = (await conn.execute(query)).scalar_one()
         workers[0].proc.kill()  # SIGKILL, with requests in flight
         workers[0].proc.wait(10)
+        receiver.answering.set()
         killed = time.monotonic()
         at_kill = await delivered()
         assert at_kill < EVENTS, "everything was delivered before the kill: nothing proved"
