@@ -186,6 +186,19 @@ async def api(client: httpx.AsyncClient, admin_key: IssuedKey) -> httpx.AsyncCli
 
 
 @pytest.fixture
+async def receiver() -> AsyncIterator[Any]:
+    """A ``ScriptedReceiver`` (``integration/delivery_support.py``) serving on 127.0.0.1."""
+    from delivery_support import ScriptedReceiver  # the webhook delivery tests' helpers
+
+    server = ScriptedReceiver()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
 async def local_hub(hub: Hub, settings: Settings) -> AsyncIterator[Hub]:
     """A second hub over the (already migrated) store of ``hub``, allowed to reach loopback
     (``hub`` itself keeps the default allowlist, which refuses it)."""

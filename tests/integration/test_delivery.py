@@ -9,7 +9,6 @@ except the timeout test, which waits for a one-second timeout.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -38,16 +37,6 @@ EVENTS = "/api/v1/events"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8"]})
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[ScriptedReceiver]:
-    server = ScriptedReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

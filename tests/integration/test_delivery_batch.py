@@ -6,7 +6,6 @@ job's lease. A job whose lease another worker took over records nothing, in a ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
@@ -32,16 +31,6 @@ LEASE = 30.0
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8"]})
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[ScriptedReceiver]:
-    server = ScriptedReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def publish_events(hub: Hub, tenant: str, n: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -22,16 +22,6 @@ EVENTS = "/api/v1/events"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8"]})
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[ScriptedReceiver]:
-    server = ScriptedReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:
