@@ -18,33 +18,32 @@ def new_id(prefix: str) -> str:
     Within one millisecond the next id is the last one plus one, so ids made by one process
     keep their creation order even when the clock has not moved (an audit trail relies on it).
     """
-    global _last
-    with _lock:
-        value = (time.time_ns() // 1_000_000) << _RANDOM_BITS | int.from_bytes(
-            os.urandom(10), "big"
-        )
-        if value >> _RANDOM_BITS == _last >> _RANDOM_BITS and value <= _last:
-            value = _last + 1
-        _last = value
-    return f"{prefix}_{encode(value)}"
+    return f"{prefix}_{encode(_reserve(1))}"
 
 
 def new_ids(prefix: str, count: int) -> list[str]:
     """``count`` ids as ``new_id`` makes them, consecutive: one clock read and one draw of
     random bits for the lot (publishing makes two per delivery)."""
-    global _last
     if count <= 0:
         return []
+    first = _reserve(count)
+    return [f"{prefix}_{encode(v)}" for v in range(first, first + count)]
+
+
+def _reserve(count: int) -> int:
+    """The first of ``count`` consecutive id values, all after every value handed out.
+
+    The random part leaves room for a lot in all but a vanishing share of draws; then the
+    values carry into the next millisecond, which keeps them unique and ordered."""
+    global _last
     with _lock:
         value = (time.time_ns() // 1_000_000) << _RANDOM_BITS | int.from_bytes(
             os.urandom(10), "big"
         )
         if value >> _RANDOM_BITS == _last >> _RANDOM_BITS and value <= _last:
             value = _last + 1
-        # The random part leaves room for the lot in all but a vanishing share of draws;
-        # then they carry into the next millisecond, which keeps them unique and ordered.
         _last = value + count - 1
-    return [f"{prefix}_{encode(v)}" for v in range(value, value + count)]
+    return value
 
 
 # Two base32 characters per 10 bits: 13 table lookups instead of 26 divisions (ids are made
