@@ -601,6 +601,21 @@ async def test_an_empty_body_is_none(make: Any) -> None:
     assert (response.status, response.body, response.raw) == (204, None, b"")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": 123456789012345678901234567890, "n": -0, "f": 1.5e-7, "dup": 1, "dup": 2}',
+        '{"score": NaN, "far": 1e400, "low": -Infinity}',
+        '["\\u00e9t\\u00e9", "\\ud83d\\ude00", {"nested": [true, false, null]}]',
+    ],
+)
+async def test_json_bodies_parse_as_the_standard_library_parses_them(make: Any, text: str) -> None:
+    async with make() as api:
+        response = await api.get("/status/200", params={"body": text})
+    # Compared as serialised: NaN is not equal to itself.
+    assert json.dumps(response.body) == json.dumps(json.loads(text))
+
+
 async def test_a_selector_that_finds_nothing(make: Any, recorder: Recorder) -> None:
     async with make() as api:
         with pytest.raises(BadResponse) as caught:

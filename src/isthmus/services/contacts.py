@@ -26,6 +26,7 @@ from isthmus.domain.contacts import (
     clean_text,
     contact_hash,
     contact_json,
+    contact_json_text,
     csv_row,
     email_problem,
     normalise_email,
@@ -40,6 +41,7 @@ from isthmus.store import event_types as event_types_repo
 from isthmus.store.db import Store
 from isthmus.store.types import utcnow
 from isthmus.webhooks.publish import DEFAULT_MAX_PAYLOAD_BYTES, NewEvent, publish_many
+from isthmus.webhooks.signing import data_json
 
 RESOURCE = "contact"
 CREATED, UPDATED = "contact.created", "contact.updated"
@@ -71,7 +73,9 @@ async def publish_changes(
     for event_type, items in ((CREATED, list(created)), (UPDATED, list(updated))):
         if not items or await _archived(conn, tenant_id, event_type):
             continue
-        new_events.extend(NewEvent(event_type, contact_json(contact)) for contact in items)
+        new_events.extend(
+            NewEvent(event_type, text=contact_json_text(contact, data_json)) for contact in items
+        )
     if new_events:
         await publish_many(conn, tenant_id, new_events, now, max_payload_bytes=max_payload_bytes)
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from isthmus.domain.ids import new_id, new_ids
+from isthmus.domain.ids import new_ids
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.domain.webhooks import SubscriptionStatus
 from isthmus.store import notify, queue
@@ -35,12 +35,11 @@ class StoredEvent:
 
 
 class EventRow(NamedTuple):
-    """One event to write (``data`` is JSON-ready, ``data_json`` its serialisation;
-    ``payload_hash`` tells repeats apart)."""
+    """One event to write (``data_json``: its data serialised; ``payload_hash`` tells
+    repeats apart)."""
 
     id: str
     type: str
-    data: Any
     idempotency_key: str | None
     payload_hash: str
     data_json: str
@@ -119,6 +118,12 @@ async def publishing_reads(
     return types, receivers
 
 
+_SQLITE_INSERT_EVENT = (
+    sqlite_insert(events)
+    .values(data=sa.bindparam("b_data", type_=sa.Text()))
+    .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+)
+
 # PostgreSQL: the whole batch in one statement. Events whose idempotency key another
 # transaction took meanwhile are not written (ON CONFLICT waits for that transaction, as a
 # plain insert would), and neither are their deliveries; the statement returns the ids of
@@ -183,35 +188,37 @@ async def insert_published(
         if new_deliveries and done:
             await notify.announce(conn, [kind])
         return done
-    written: set[str] = set()
-    for start in range(0, len(new_events), _SQLITE_CHUNK):
-        chunk = new_events[start : start + _SQLITE_CHUNK]
-        statement = (
-            sqlite_insert(events)
-            .values(
-                [
-                    {
-                        "id": e.id,
-                        "tenant_id": tenant_id,
-                        "type": e.type,
-                        "data": e.data,
-                        "idempotency_key": e.idempotency_key,
-                        "payload_hash": e.payload_hash,
-                        "created_at": now,
-                    }
-                    for e in chunk
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
-            .returning(events.c.id)
-        )
-        written.update((await conn.execute(statement)).scalars())
+    # SQLite: one plain executemany (no RETURNING, which SQLAlchemy turns into many small
+    # statements), the data bound as the text it already is. A write transaction holds
+    # SQLite's lock from its BEGIN, so no other one took a key since the caller read them:
+    # every row goes in, unless a caller broke that rule; then ask which did.
+    result = await conn.execute(
+        _SQLITE_INSERT_EVENT,
+        [
+            {
+                "id": e.id,
+                "tenant_id": tenant_id,
+                "type": e.type,
+                "b_data": e.data_json,
+                "idempotency_key": e.idempotency_key,
+                "payload_hash": e.payload_hash,
+                "created_at": now,
+            }
+            for e in new_events
+        ],
+    )
+    written = {e.id for e in new_events}
+    if result.rowcount != len(new_events):
+        written = set()
+        ids = [e.id for e in new_events]
+        for start in range(0, len(ids), _SQLITE_CHUNK):
+            chunk = ids[start : start + _SQLITE_CHUNK]
+            found = await conn.execute(sa.select(events.c.id).where(events.c.id.in_(chunk)))
+            written.update(found.scalars())
     rows: list[dict[str, Any]] = []
     jobs: list[NewJob] = []
-    for d in new_deliveries:
-        if d.event_id not in written:
-            continue
-        delivery_id = new_id("dlv")
+    kept = [d for d in new_deliveries if d.event_id in written]
+    for d, delivery_id in zip(kept, new_ids("dlv", len(kept)), strict=True):
         rows.append(
             {
                 "id": delivery_id,

@@ -44,7 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from isthmus.domain.ids import new_id
+from isthmus.domain.ids import new_ids
 from isthmus.domain.jobs import FINISHED, JobRow, JobStatus, NewJob
 from isthmus.store import notify
 from isthmus.store.claim import claim as claim  # part of this module's contract
@@ -79,15 +79,15 @@ async def enqueue_many(
 ) -> list[str]:
     """Queue jobs in the caller's transaction (one INSERT); returns their ids, in order."""
     now = now or utcnow()
-    ids: list[str] = []
+    new_jobs = list(new_jobs)
+    ids = new_ids("job", len(new_jobs))
     kinds: set[str] = set()
     rows: list[dict[str, Any]] = []
-    for job in new_jobs:
-        ids.append(new_id("job"))
+    for job, job_id in zip(new_jobs, ids, strict=True):
         kinds.add(job.kind)
         rows.append(
             {
-                "id": ids[-1],
+                "id": job_id,
                 "tenant_id": job.tenant_id,
                 "kind": job.kind,
                 "payload": dict(job.payload),
