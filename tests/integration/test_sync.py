@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
 from api_support import create_integration
 from webhook_support import LocalServer, create_webhook
@@ -235,6 +236,59 @@ async def test_a_long_listing_is_written_once_published_once_and_logged_call_by_
     ]
     metrics = await local_api.get(f"/api/v1/integrations/{integration['id']}/metrics")
     assert metrics.json()["totalRequests"] == len(crm.hits) == 124
+
+
+async def test_a_write_that_fails_keeps_every_later_page_out_and_the_checkpoint_before_it(
+    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    # Writes overlap on PostgreSQL (the next one runs its statements while the one before
+    # waits for its own): when one fails, no write of later pages may commit, or the
+    # checkpoint would stand for pages that were never written. The failing write is held
+    # on a row lock (person 775, on the bad record's page, exists already and is locked by
+    # another transaction) while the writes after it get as far as they can.
+    crm.people[:] = [person(n) for n in range(1234)]
+    bad, held = "person777@example.com", "person775@example.com"
+    schema = {"not": {"properties": {"email": {"const": bad}}, "required": ["email"]}}
+    patched = await local_api.patch("/api/v1/event-types/contact.created", json={"schema": schema})
+    assert patched.status_code == 200, patched.text
+    made = await local_api.post("/api/v1/contacts", json={"email": held})
+    assert made.status_code == 201, made.text
+    hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
+    integration = await make_integration(local_api, crm)
+    release = asyncio.Event()
+    holder: asyncio.Task[None] | None = None
+    if local_hub.store.dialect == "postgresql":
+        locked = asyncio.Event()
+
+        async def hold_the_row() -> None:
+            async with local_hub.store.transaction() as conn:
+                query = "SELECT id FROM contacts WHERE email = :email FOR UPDATE"
+                await conn.execute(sa.text(query), {"email": held})
+                locked.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold_the_row())
+        await asyncio.wait_for(locked.wait(), 10)
+
+    running = asyncio.create_task(sync_now(local_api, worker, integration["id"]))
+    if holder is not None:
+        while not any(hit.get("after") == "770" for hit in crm.hits):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # the writes after the held one run meanwhile
+        release.set()
+        await holder
+    run = await asyncio.wait_for(running, 60)
+
+    assert run["status"] == "failed"
+    assert "schema" in run["error"]
+    stored = {c["email"] for c in await listed(local_api, "/api/v1/contacts")} - {held}
+    written = len(stored)
+    # What is stored is the first pages whole, ending before the bad record's page.
+    assert written % PAGE == 0 and written <= 770
+    assert stored == {f"person{n}@example.com" for n in range(written)}
+    assert counts(run) == (written, written, 0, 0, 0)
+    deliveries = await listed(local_api, f"/api/v1/webhooks/{hook['id']}/deliveries")
+    assert len(deliveries) == written
 
 
 async def test_a_resync_of_unchanged_data_writes_and_publishes_nothing(

@@ -13,6 +13,7 @@ One run::
         upsert them (only changed contacts written), publish contact.created /
         contact.updated for them, save the counts and the last page's next request as
         the checkpoint
+    (up to WRITERS such transactions in flight, committing in page order: see _Writes)
     one transaction: the incremental watermark (after a whole walk), the run's outcome and
     the polling rules (``record_outcome_in``), the job's completion
 
@@ -33,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,6 +67,8 @@ DEFAULT_RATE_LIMIT_WAIT = 60.0
 PREFETCH_PAGES = 20
 #: The most records one write transaction takes when pages are waiting for the writer.
 MAX_WRITE_RECORDS = 2000
+#: Write transactions in flight at once (see ``_Writes``).
+WRITERS = 2
 
 
 class SyncRunner:
@@ -131,24 +134,37 @@ class SyncRunner:
             fetcher = asyncio.create_task(
                 _fetch(pages, mapping, walk.incremental, ready), name=f"sync {run.id} fetch"
             )
+            writes = _Writes()
             try:
-                while batch := await _next_batch(ready):
+                while batch := await _next_batch(ready, writes.last()):
                     if batch.pages:
-                        await self._write(job, walk, batch.pages)
+                        emails = {m.email for page in batch.pages for m in page.mapped}
+                        await writes.make_room(emails, first=walk.writes == 0)
+                        walk.writes += 1
+                        writes.start(
+                            self._write(job, walk, batch.pages, writes.last()),
+                            emails,
+                            name=f"sync {run.id} write {walk.writes}",
+                        )
                     if batch.error is not None:
+                        await writes.drain()
                         raise batch.error
+                await writes.drain()
             finally:
+                await writes.cancel()
                 fetcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetcher
 
-    async def _write(self, job: Job, walk: _Walk, pages: list[_Read]) -> None:
-        """The pages in one transaction fenced by the lease; the checkpoint is the last's."""
+    async def _write(
+        self, job: Job, walk: _Walk, pages: list[_Read], before: asyncio.Task[None] | None
+    ) -> None:
+        """The pages in one transaction fenced by the lease; the checkpoint is the last's.
+        It commits only after ``before`` (the write of the pages before these) did, and not
+        at all if that one failed: a checkpoint stands for every page before it."""
         run = walk.run
         now = job.clock()
         async with self.store.transaction() as conn:
-            if not await queue.holds_lease_in(conn, job.id, job.claimed.lease_token):
-                raise LeaseLost(f"sync run {run.id}: job {job.id} was taken over")
             outcome = UpsertOutcome([], [], 0)
             for group in _upsert_groups(pages):
                 done = await contact_upserts.upsert_many(
@@ -167,12 +183,18 @@ class SyncRunner:
                 now=now,
                 max_payload_bytes=self.max_payload_bytes,
             )
+            if before is not None:
+                await before  # raises what ended it: then this transaction rolls back
+            # The fence last: the share lock it takes is held from here to the commit, so
+            # two writes never both hold it and the worker's lease extension gets its turn.
+            if not await queue.holds_lease_in(conn, job.id, job.claimed.lease_token):
+                raise LeaseLost(f"sync run {run.id}: job {job.id} was taken over")
             counts, watermark = walk.after(pages, outcome)
             checkpoint = walk.checkpoint(pages[-1].following, watermark)
             await sync_runs.save_checkpoint(conn, run.id, checkpoint, counts)
         # Only what committed counts: a failed write leaves the walk where it stood.
-        before, walk.counts, walk.watermark = walk.counts.created, counts, watermark
-        if _past_a_power_of_ten(before, counts.created):
+        before_count, walk.counts, walk.watermark = walk.counts.created, counts, watermark
+        if _past_a_power_of_ten(before_count, counts.created):
             await self._refresh_statistics(run)
 
     async def _refresh_statistics(self, run: SyncRun) -> None:
@@ -265,10 +287,13 @@ def _upsert_groups(pages: list[_Read]) -> list[list[Mapped]]:
     return groups
 
 
-async def _next_batch(ready: asyncio.Queue[_Read | _End]) -> _Batch | None:
-    """The next pages to write: one when the writer keeps up; when it lags, every page
-    waiting, up to ``MAX_WRITE_RECORDS`` records, so one transaction takes them all. None
-    once the walk has ended and everything was written."""
+async def _next_batch(
+    ready: asyncio.Queue[_Read | _End], busy: asyncio.Task[None] | None
+) -> _Batch | None:
+    """The next pages to write: those waiting, and while ``busy`` (the write before) has not
+    ended, those that arrive meanwhile, up to ``MAX_WRITE_RECORDS`` records; so the writes
+    grow as large as the database is slow, and each costs its fixed statements once for
+    many pages. None once the walk has ended and everything was written."""
     item = await ready.get()
     batch = _Batch([])
     records = 0
@@ -281,9 +306,77 @@ async def _next_batch(ready: asyncio.Queue[_Read | _End]) -> _Batch | None:
             return batch
         batch.pages.append(item)
         records += item.fetched
-        if records >= MAX_WRITE_RECORDS or ready.empty():
+        if records >= MAX_WRITE_RECORDS:
             return batch
-        item = ready.get_nowait()
+        if not ready.empty():
+            item = ready.get_nowait()
+            continue
+        if busy is None or busy.done():
+            return batch
+        found = await _arrival(ready, busy)
+        if found is None:
+            return batch
+        item = found
+
+
+async def _arrival(
+    ready: asyncio.Queue[_Read | _End], busy: asyncio.Task[None]
+) -> _Read | _End | None:
+    """The next item of ``ready``, or None if ``busy`` ends first (the item then stays
+    queued: a cancelled ``get`` takes nothing)."""
+    getter = asyncio.ensure_future(ready.get())
+    await asyncio.wait({getter, busy}, return_when=asyncio.FIRST_COMPLETED)
+    if getter.done():
+        return getter.result()
+    getter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        return await getter
+    return None
+
+
+class _Writes:
+    """The write transactions in flight, oldest first, each with its pages' emails.
+
+    At most ``WRITERS`` at once, so PostgreSQL runs one's statements while Python prepares
+    the next's. A later write waits (in Python) for the earlier one's commit before its
+    own, so the earlier must never wait (in PostgreSQL) for a row the later one wrote, a
+    deadlock the server cannot see. Hence: two in flight never share an email (an insert
+    or row lock of the same contact), and the first write of a run goes alone (it may
+    seed the tenant's event types, rows a second one would write too)."""
+
+    def __init__(self) -> None:
+        self._flight: list[tuple[asyncio.Task[None], set[str]]] = []
+
+    def last(self) -> asyncio.Task[None] | None:
+        return self._flight[-1][0] if self._flight else None
+
+    async def make_room(self, emails: set[str], *, first: bool) -> None:
+        """Wait (oldest first; raising what a write raised) until a write of ``emails``
+        may start."""
+        while self._flight and (
+            first
+            or len(self._flight) >= WRITERS
+            or self._flight[0][0].done()
+            or any(not emails.isdisjoint(held) for _task, held in self._flight)
+        ):
+            task, _emails = self._flight.pop(0)
+            await task
+
+    def start(self, write: Coroutine[Any, Any, None], emails: set[str], *, name: str) -> None:
+        self._flight.append((asyncio.create_task(write, name=name), emails))
+
+    async def drain(self) -> None:
+        while self._flight:
+            task, _emails = self._flight.pop(0)
+            await task
+
+    async def cancel(self) -> None:
+        for task, _emails in self._flight:
+            task.cancel()
+        for task, _emails in self._flight:
+            with contextlib.suppress(BaseException):
+                await task
+        self._flight.clear()
 
 
 class _Walk:
@@ -298,6 +391,7 @@ class _Walk:
         self.state = state
         saved = run.checkpoint or {}
         self.watermark: Any = saved.get("watermark")
+        self.writes = 0
         self._saved_next: dict[str, Any] | None = saved.get("next")
 
     def resume_from(self) -> Request | None:
