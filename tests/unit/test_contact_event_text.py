@@ -1,15 +1,24 @@
-"""The text a sync publishes for a contact is the event data the API's serialisation gives:
-the same bytes are delivered and signed, and the same payload hash is stored."""
+"""What a sync writes as text is what the JSON encoder would write: a contact's event data
+(the same bytes are delivered and signed, the same payload hash stored), and the canonical
+JSON its change hash is taken over (stored hashes must keep matching, or every contact
+would look changed at the next sync)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from isthmus.domain.contacts import Contact, Source, contact_json, contact_json_text
+from isthmus.domain.contacts import (
+    Contact,
+    Source,
+    contact_hash,
+    contact_json,
+    contact_json_text,
+)
 from isthmus.errors import InvalidInput
 from isthmus.webhooks.signing import data_json
 
@@ -73,3 +82,12 @@ def test_custom_fields_that_are_not_json_fail_as_data_json_does() -> None:
     contact = Contact(**{**contact.__dict__, "custom": {"score": float("nan")}})
     with pytest.raises(InvalidInput, match="not JSON"):
         contact_json_text(contact, data_json)
+
+
+def test_the_change_hash_is_taken_over_the_encoders_canonical_json() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        c = _contact(rng)
+        fields = [c.email, c.first_name, c.last_name, c.phone, c.company, c.job_title, c.custom]
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert contact_hash(c) == hashlib.sha256(text.encode()).hexdigest()

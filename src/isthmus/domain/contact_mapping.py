@@ -238,8 +238,9 @@ def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
             value = path.get(record)
             if not _blank(value):
                 break
-        if _blank(value) and name in mapping.auto:
-            value = auto.get(name)
+        else:  # nothing found on the paths
+            if name in mapping.auto:
+                value = auto.get(name)
         raw[name] = value
 
     email_value = raw["email"]

@@ -80,17 +80,17 @@ class Mapped(ContactFields):
 
 def contact_hash(fields: ContactFields) -> str:
     """sha256 over the canonical fields and the custom ones, as stable JSON: equal contents,
-    equal hash, whatever the order of the custom fields."""
-    canonical = _CANONICAL.encode(
-        [
-            fields.email,
-            fields.first_name,
-            fields.last_name,
-            fields.phone,
-            fields.company,
-            fields.job_title,
-            fields.custom,
-        ]
+    equal hash, whatever the order of the custom fields.
+
+    The JSON is ``[email, firstName, lastName, phone, company, jobTitle, custom]`` written
+    compact with sorted keys and non-ASCII as is; built as text (a sync hashes every record
+    it reads, and the encoder's list walk cost twice as much). Stored hashes depend on it:
+    a unit test holds it to the encoder's output."""
+    q = _quoted
+    custom = _CANONICAL.encode(fields.custom) if fields.custom else "{}"
+    canonical = (
+        f"[{q(fields.email)},{q(fields.first_name)},{q(fields.last_name)},{q(fields.phone)},"
+        f"{q(fields.company)},{q(fields.job_title)},{custom}]"
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
