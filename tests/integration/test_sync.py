@@ -24,6 +24,7 @@ from webhook_support import LocalServer, create_webhook
 
 from isthmus.hub import Hub
 from isthmus.store import queue
+from isthmus.store.db import SQLITE_TURN_SECONDS
 from isthmus.store.sync_runs import SYNC_KIND
 from isthmus.worker import Job, Worker
 
@@ -289,6 +290,22 @@ async def test_a_write_that_fails_keeps_every_later_page_out_and_the_checkpoint_
     assert counts(run) == (written, written, 0, 0, 0)
     deliveries = await listed(local_api, f"/api/v1/webhooks/{hook['id']}/deliveries")
     assert len(deliveries) == written
+
+
+async def test_a_large_first_sync_refreshes_statistics_between_writes_without_stalling(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    # Past 1,000 and 10,000 contacts the run refreshes the table's statistics, in a
+    # transaction of its own. Taken while the next write waited for this one, on SQLite
+    # it waited for a turn that write held: each write stalled until the turn's timeout.
+    crm.people[:] = [person(n) for n in range(10_500)]
+    integration = await make_integration(local_api, crm)
+
+    started = asyncio.get_running_loop().time()
+    run = await sync_now(local_api, worker, integration["id"])
+
+    assert (run["status"], counts(run)) == ("succeeded", (10_500, 10_500, 0, 0, 0))
+    assert asyncio.get_running_loop().time() - started < SQLITE_TURN_SECONDS
 
 
 async def test_a_resync_of_unchanged_data_writes_and_publishes_nothing(

@@ -137,6 +137,12 @@ class SyncRunner:
             writes = _Writes()
             try:
                 while batch := await _next_batch(ready, writes.last()):
+                    if walk.stale_statistics:
+                        # Between writes: a write that waits for the one before must
+                        # not find that one waiting for a turn it holds (SQLite).
+                        await writes.drain()
+                        await self._refresh_statistics(run)
+                        walk.stale_statistics = False
                     if batch.pages:
                         emails = {m.email for page in batch.pages for m in page.mapped}
                         await writes.make_room(emails, first=walk.writes == 0)
@@ -193,9 +199,9 @@ class SyncRunner:
             checkpoint = walk.checkpoint(pages[-1].following, watermark)
             await sync_runs.save_checkpoint(conn, run.id, checkpoint, counts)
         # Only what committed counts: a failed write leaves the walk where it stood.
-        before_count, walk.counts, walk.watermark = walk.counts.created, counts, watermark
-        if _past_a_power_of_ten(before_count, counts.created):
-            await self._refresh_statistics(run)
+        if _past_a_power_of_ten(walk.counts.created, counts.created):
+            walk.stale_statistics = True
+        walk.counts, walk.watermark = counts, watermark
 
     async def _refresh_statistics(self, run: SyncRun) -> None:
         try:
@@ -392,6 +398,7 @@ class _Walk:
         saved = run.checkpoint or {}
         self.watermark: Any = saved.get("watermark")
         self.writes = 0
+        self.stale_statistics = False
         self._saved_next: dict[str, Any] | None = saved.get("next")
 
     def resume_from(self) -> Request | None:
