@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any
 
 #: The canonical fields, as the API and mappings name them.
@@ -72,10 +72,12 @@ class Mapped(ContactFields):
     """A record mapped to the canonical fields, with its id at the source."""
 
     external_id: str | None = None
+    #: ``contact_hash`` of the fields, taken once made (every record a sync maps is
+    #: compared or stored by it; a ``cached_property`` took a lock per record).
+    hash: str = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def hash(self) -> str:
-        return contact_hash(self)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hash", contact_hash(self))
 
 
 def contact_hash(fields: ContactFields) -> str:
