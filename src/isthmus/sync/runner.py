@@ -144,7 +144,7 @@ class SyncRunner:
                         await self._refresh_statistics(run)
                         walk.stale_statistics = False
                     if batch.pages:
-                        emails = {m.email for page in batch.pages for m in page.mapped}
+                        emails = frozenset[str]().union(*(p.emails for p in batch.pages))
                         await writes.make_room(emails, first=walk.writes == 0)
                         walk.writes += 1
                         writes.start(
@@ -221,6 +221,8 @@ class _Read:
     fetched: int
     watermark: Any
     following: Request | None
+    #: The emails of ``mapped``: what the writes keep apart.
+    emails: frozenset[str]
 
 
 @dataclass
@@ -273,7 +275,8 @@ def _read(page: Page, mapping: FieldMapping, incremental: Mapping[str, str] | No
             mapped.append(result)
         if field is not None:
             watermark = _highest(watermark, get_path(record, field))
-    return _Read(mapped, skipped, len(page.records), watermark, page.next)
+    emails = frozenset(m.email for m in mapped)
+    return _Read(mapped, skipped, len(page.records), watermark, page.next, emails)
 
 
 def _upsert_groups(pages: list[_Read]) -> list[list[Mapped]]:
@@ -284,7 +287,7 @@ def _upsert_groups(pages: list[_Read]) -> list[list[Mapped]]:
     groups: list[list[Mapped]] = []
     seen: set[str] = set()
     for page in pages:
-        emails = {m.email for m in page.mapped}
+        emails = page.emails
         if not groups or not seen.isdisjoint(emails):
             groups.append([])
             seen = set()
@@ -351,12 +354,12 @@ class _Writes:
     seed the tenant's event types, rows a second one would write too)."""
 
     def __init__(self) -> None:
-        self._flight: list[tuple[asyncio.Task[None], set[str]]] = []
+        self._flight: list[tuple[asyncio.Task[None], frozenset[str]]] = []
 
     def last(self) -> asyncio.Task[None] | None:
         return self._flight[-1][0] if self._flight else None
 
-    async def make_room(self, emails: set[str], *, first: bool) -> None:
+    async def make_room(self, emails: frozenset[str], *, first: bool) -> None:
         """Wait (oldest first; raising what a write raised) until a write of ``emails``
         may start."""
         while self._flight and (
@@ -368,7 +371,7 @@ class _Writes:
             task, _emails = self._flight.pop(0)
             await task
 
-    def start(self, write: Coroutine[Any, Any, None], emails: set[str], *, name: str) -> None:
+    def start(self, write: Coroutine[Any, Any, None], emails: frozenset[str], *, name: str) -> None:
         self._flight.append((asyncio.create_task(write, name=name), emails))
 
     async def drain(self) -> None:
