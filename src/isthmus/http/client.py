@@ -66,6 +66,7 @@ log = logging.getLogger("isthmus.http")
 
 USER_AGENT = f"isthmus/{__version__}"
 _CHUNK = 64 * 1024
+_VETTED_MAX = 10_000
 
 QueryParams = Mapping[str, str | int | float] | Sequence[tuple[str, str | int | float]]
 
@@ -121,6 +122,8 @@ class OutboundHTTP:
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
         self._closed = False
+        self._vetted_urls: dict[URL, URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> OutboundHTTP:
@@ -220,13 +223,12 @@ class OutboundHTTP:
         errors included; raises only OutboundError subclasses for failures to get one.
         """
         try:
-            target = self.check_url(url)
+            target = self._vetted(url)
         except OutboundError as refused:
             log.debug("%s %s -> %s: %s", method, refused.url, refused.error_class, refused)
             raise
         if params:
             target = target.extend_query(params)
-        shown = redact_url(target)
         total = timeout if timeout is not None else self.timeout
         limit = max_response_bytes if max_response_bytes is not None else self.max_response_bytes
         started = time.perf_counter()
@@ -239,13 +241,9 @@ class OutboundHTTP:
                 json=json,
                 data=data,
                 allow_redirects=False,
-                # Each connect attempt (TCP + TLS) gets connect_timeout; waiting for a pool
-                # slot and DNS count against the total only.
-                timeout=aiohttp.ClientTimeout(
-                    total=total, sock_connect=min(self.connect_timeout, total)
-                ),
+                timeout=self._client_timeout(total),
             ) as resp:
-                body = await _read_capped(resp, limit, shown)
+                body = await _read_capped(resp, limit, target)
                 response = OutboundResponse(
                     status=resp.status,
                     headers=resp.headers,
@@ -254,6 +252,8 @@ class OutboundHTTP:
                     url=str(target),
                 )
         except Exception as exc:
+            # The redacted URL is made only when something is reported: most calls succeed.
+            shown = redact_url(target)
             error = _translate(exc, target, shown, total)
             if error is None:
                 raise
@@ -262,8 +262,37 @@ class OutboundHTTP:
             if error is exc:
                 raise
             raise error from exc
-        log.debug("%s %s -> %d in %.3fs", method, shown, response.status, response.elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            shown = redact_url(target)
+            log.debug("%s %s -> %d in %.3fs", method, shown, response.status, response.elapsed)
         return response
+
+    def _vetted(self, url: str | URL) -> URL:
+        """``check_url``, remembered per URL: the policy never changes, and a worker sends to
+        the same few endpoints thousands of times a second. A name is still judged at every
+        connect, by the resolver."""
+        if isinstance(url, URL):
+            known = self._vetted_urls.get(url)
+            if known is not None:
+                return known
+        target = self.check_url(url)
+        if isinstance(url, URL):
+            if len(self._vetted_urls) >= _VETTED_MAX:
+                self._vetted_urls.clear()
+            self._vetted_urls[url] = target
+        return target
+
+    def _client_timeout(self, total: float) -> aiohttp.ClientTimeout:
+        """Each connect attempt (TCP + TLS) gets connect_timeout; waiting for a pool slot and
+        DNS count against the total only. One object per total (they are immutable)."""
+        made = self._timeouts.get(total)
+        if made is None:
+            if len(self._timeouts) >= _VETTED_MAX:
+                self._timeouts.clear()
+            made = self._timeouts[total] = aiohttp.ClientTimeout(
+                total=total, sock_connect=min(self.connect_timeout, total)
+            )
+        return made
 
 
 def _check_url(url: str | URL, policy: AddressPolicy) -> URL:
@@ -287,15 +316,19 @@ def _check_url(url: str | URL, policy: AddressPolicy) -> URL:
     return target
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int, shown: str) -> bytes:
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int, target: URL) -> bytes:
     declared = resp.content_length
     if declared is not None and declared > limit:
         resp.close()  # do not drain what we will not read; drop the connection
+        shown = redact_url(target)
         raise ResponseTooLarge(
             f"response of {declared} bytes from {shown} is over the {limit}-byte cap",
             limit=limit,
             url=shown,
         )
+    if declared is not None and "Content-Encoding" not in resp.headers:
+        # Not compressed and declared within the cap: the body cannot grow past it.
+        return await resp.read()
     chunks: list[bytes] = []
     size = 0
     # Counted after decompression, so a small gzip bomb hits the cap too.
@@ -303,6 +336,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int, shown: str) -> 
         size += len(chunk)
         if size > limit:
             resp.close()
+            shown = redact_url(target)
             raise ResponseTooLarge(
                 f"response from {shown} is over the {limit}-byte cap", limit=limit, url=shown
             )
