@@ -3,7 +3,6 @@ short transaction takes due jobs and jobs whose lease expired, and leases them."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 from collections.abc import Iterable
@@ -79,19 +78,10 @@ async def _claim_postgres(
     if wanted is not None:
         args.append(wanted)
     async with store.driver() as conn:
-        # A plain index scan, never a bitmap scan: a plain scan marks the index entries of
-        # dead row versions (every job claimed or settled since the last vacuum leaves one
-        # under its old status) so the next claim skips them; a bitmap scan reads them all
-        # again at every claim, which made a claim cost O(jobs processed). Without
-        # statistics (a fresh or busy table), the planner would pick the bitmap scan.
-        await conn.execute("BEGIN; SET LOCAL enable_bitmapscan = off")
-        try:
-            rows = await conn.fetch(_CLAIM_PG[wanted is not None], *args)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the error that matters is the claim's
-                await conn.execute("ROLLBACK")
-            raise
-        await conn.execute("COMMIT")
+        # One statement, its own transaction. The driver's connections scan the queue index
+        # plainly (never a bitmap scan), which marks the entries of dead row versions, so
+        # later claims skip them; see ``isthmus.store.db``.
+        rows = await conn.fetch(_CLAIM_PG[wanted is not None], *args)
     return [
         ClaimedJob(
             id=row[0],

@@ -22,7 +22,6 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.util import greenlet_spawn
 
 from isthmus.errors import StoreUnavailable
 
@@ -37,9 +36,29 @@ _AFTER_COMMIT = "isthmus_after_commit"
 AfterCommit = Callable[[Any], Awaitable[None]]
 #: A pooled PostgreSQL connection idle this long is pinged before it is handed out.
 PING_AFTER_IDLE_SECONDS = 5.0
+#: Connections of the hot path's own pool (``Store.driver``), per process and event loop.
+HOT_POOL_SIZE = 10
+#: How the hot path's connections plan. Its statements are key lookups, claims down the queue
+#: index and batched writes by key, prepared once per connection: a generic plan made once
+#: serves them, where planning each execution cost as much as running it. With sequential
+#: and bitmap scans off that plan uses the indexes even when it is made on empty tables, and
+#: a claim's plain index scan marks the entries of dead queue rows, so later claims skip
+#: them (a bitmap scan reads them all again each time).
+_HOT_SETTINGS = {
+    "plan_cache_mode": "force_generic_plan",
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+    "jit": "off",
+}
+#: How long closing the store waits for the hot path's connections to come back.
+POOL_CLOSE_SECONDS = 5.0
 #: A SQLite writer waits this long for its turn in process, then leaves the wait to SQLite
 #: (a transaction opened inside another one's block would otherwise wait for ever).
 SQLITE_TURN_SECONDS = 10.0
+
+
+async def _keep_session(_conn: Any) -> None:
+    """The hot pool's reset: nothing (see ``Store._make_hot_pool``)."""
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -133,6 +152,10 @@ class Store:
         self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+        # PostgreSQL: the hot path's pool, one per event loop (asyncpg pools are loop-bound).
+        self._hot_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def dialect(self) -> str:
@@ -202,35 +225,51 @@ class Store:
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Any]:
-        """PostgreSQL only: a pooled connection's own asyncpg connection, each statement
+        """PostgreSQL only: an asyncpg connection of the hot path's own pool, each statement
         committing on its own (no transaction is open on it). For the queue's hot paths,
         where SQLAlchemy's per-statement CPU costs several times the round trip: the store's
-        statements run there as SQL text with positional parameters.
+        statements run there as SQL text with positional parameters. Its connections plan
+        once per statement and never scan a table whole (``_HOT_SETTINGS``): only index
+        lookups, claims and writes by key belong there.
 
         A connection that broke, or whose statement was interrupted (cancelled mid-flight,
-        its protocol state unknown), is dropped from the pool rather than handed out again.
+        its protocol state unknown), is dropped from the pool rather than handed out again;
+        one left inside a transaction is rolled back when it returns.
         """
         if self.dialect != "postgresql":
             raise RuntimeError("Store.driver() is for PostgreSQL")
+        lost = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
         try:
-            pooled = await self.engine.raw_connection()
-        except (OperationalError, DBAPIError, OSError) as exc:
+            pool = await self._hot_pool()
+            conn = await pool.acquire()
+        except lost as exc:
             raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
-        conn: Any = pooled.driver_connection  # asyncpg.Connection (asyncpg ships no types)
-        broken = True
         try:
             yield conn
-            broken = False
-        except Exception as exc:
-            lost = (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.PostgresConnectionError)
-            if isinstance(exc, lost) or conn.is_closed():  # e.g. the server shut it down
-                raise StoreUnavailable(f"the database connection failed: {exc}") from exc
-            broken = False  # a refused statement (or the caller's own error): conn is fine
-            raise
+        except lost as exc:
+            raise StoreUnavailable(f"the database connection failed: {exc}") from exc
         finally:
-            if broken or conn.is_closed():
-                await greenlet_spawn(pooled.invalidate)
-            await greenlet_spawn(pooled.close)
+            await pool.release(conn)
+
+    async def _hot_pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        made = self._hot_pools.get(loop)
+        if made is None or (made.done() and (made.cancelled() or made.exception())):
+            made = self._hot_pools[loop] = loop.create_task(self._make_hot_pool())
+        # Shielded: a caller cancelled while the pool is made does not stop it for the rest.
+        return await asyncio.shield(made)
+
+    async def _make_hot_pool(self) -> Any:
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=0,
+            max_size=HOT_POOL_SIZE,
+            server_settings=_HOT_SETTINGS,
+            # Nothing on these connections changes session state (no SET, LISTEN or
+            # advisory lock): the default reset's round trip at every release is not needed.
+            reset=_keep_session,
+        )
 
     async def ping(self) -> bool:
         try:
@@ -241,4 +280,18 @@ class Store:
         return True
 
     async def close(self) -> None:
+        pools, self._hot_pools = dict(self._hot_pools), weakref.WeakKeyDictionary()
+        running = asyncio.get_running_loop()
+        for loop, made in pools.items():
+            if not made.done() or made.cancelled() or made.exception() is not None:
+                made.cancel()
+                continue
+            pool = made.result()
+            if loop is running:
+                try:
+                    await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+                except TimeoutError:
+                    pool.terminate()
+            else:
+                pool.terminate()
         await self.engine.dispose()
