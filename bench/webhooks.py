@@ -274,8 +274,11 @@ async def raw_sender(
 class HubUnderTest:
     """A hub on a scratch database with M subscriptions on the receiver, and its workers."""
 
-    def __init__(self, database: str, workdir: Path, concurrency: int, workers: str) -> None:
+    def __init__(
+        self, database: str, workdir: Path, concurrency: int, workers: str, processes: int = 1
+    ) -> None:
         self.database = database
+        self.processes = processes
         self.home = workdir / f"home-{database}"
         self.concurrency = concurrency
         self.worker_mode = workers
@@ -332,17 +335,18 @@ class HubUnderTest:
                 ISTHMUS_LOG_LEVEL="warning",
             )
             exe = Path(sys.executable).with_name("isthmus")
-            proc = subprocess.Popen(
-                [str(exe), "worker", "--concurrency", str(self.concurrency)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-            )
-            self._procs.append(proc)
-            assert proc.stdout is not None
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
-            if b"worker, concurrency" not in line:
-                raise RuntimeError(f"isthmus worker did not start: {line!r}")
+            for _ in range(self.processes):
+                proc = subprocess.Popen(
+                    [str(exe), "worker", "--concurrency", str(self.concurrency)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                )
+                self._procs.append(proc)
+                assert proc.stdout is not None
+                line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+                if b"worker, concurrency" not in line:
+                    raise RuntimeError(f"isthmus worker did not start: {line!r}")
             return
         from isthmus.runtime import run_workers
 
@@ -501,7 +505,13 @@ async def bench(args: argparse.Namespace) -> int:
                     subs = (
                         args.subscriptions if phase == "throughput" else args.latency_subscriptions
                     )
-                    hut = HubUnderTest(database, Path(tmp) / phase, args.concurrency, args.workers)
+                    hut = HubUnderTest(
+                        database,
+                        Path(tmp) / phase,
+                        args.concurrency,
+                        args.workers,
+                        args.worker_processes,
+                    )
                     try:
                         await hut.start(receiver, subs)
                         await hut.start_workers()
@@ -626,6 +636,12 @@ def main() -> int:
         type=int,
         default=32,
         help="worker_concurrency and the raw sender's concurrency (32, the product default)",
+    )
+    p.add_argument(
+        "--worker-processes",
+        type=int,
+        default=1,
+        help="`isthmus worker` processes on PostgreSQL (1)",
     )
     p.add_argument("--rate", type=float, default=500.0, help="offered events/s for latency (500)")
     p.add_argument("--seconds", type=float, default=5.0, help="latency run length (5)")

@@ -18,6 +18,17 @@ decides what happens to the job:
 - **raises anything else**: queued again after ``retry_backoff(attempts)`` while
   ``job.attempts < max_attempts``, then failed with the error's text (kept, not deleted).
 
+Two optional ways for a busy kind to do less per job:
+
+- a handler with a ``prepare(jobs)`` method has it awaited once for the jobs of its kind
+  claimed together, before their handlers start: one read for the batch, its results left
+  on each job's ``prepared`` (a handler must still cope without them: if ``prepare``
+  raises, the handlers run all the same);
+- a handler whose job is being settled elsewhere, in a statement batched with others and
+  fenced by the lease, hands the future of that settle to ``job.settle_later``: the job's
+  slot is free as soon as the handler returns, and the worker awaits the future in the
+  background (and on stop, before it hands anything back).
+
 Jobs run at least once: a handler runs again for a job whose worker died or lost the lease
 before settling it (a SIGKILL loses nothing; another worker takes the job once the lease
 expires). While a handler runs, the worker extends its lease every third of
@@ -91,6 +102,10 @@ class Job:
     store: Store
     clock: Clock
     settled: bool = False
+    #: What the kind's ``prepare`` left for this job (None when it did not run).
+    prepared: Any = None
+    #: The future of a settle under way elsewhere (``settle_later``).
+    pending: asyncio.Future[bool] | None = None
 
     @property
     def id(self) -> str:
@@ -139,6 +154,12 @@ class Job:
         ``completed``."""
         return self.claimed.lease_token
 
+    def settle_later(self, settle: asyncio.Future[bool]) -> None:
+        """The job is being settled elsewhere, fenced by its lease: ``settle`` gives True
+        when it was, False when the lease was lost. The worker frees the job's slot when the
+        handler returns and waits for ``settle`` in the background."""
+        self.pending = settle
+
     def completed(self, held: bool) -> None:
         """After the handler's own fenced completion ran: raises ``LeaseLost`` if the lease
         was gone."""
@@ -180,11 +201,15 @@ class Coalescer(Generic[T, R]):
         self._runner: asyncio.Task[None] | None = None
 
     async def __call__(self, item: T) -> R:
+        return await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """Queue ``item`` for the next batch; its result comes in the future returned."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
-        return await future
+        return future
 
     async def idle(self) -> None:
         """Until every batch under way has been served."""
@@ -242,7 +267,10 @@ class Worker:
         self.clock = clock
         self._wakeup = wakeup
         self._handlers: dict[str, Handler] = {}
+        self._prepares: dict[str, Callable[[Sequence[Job]], Awaitable[None]]] = {}
         self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        # Jobs whose handlers returned while their settle is under way (``settle_later``).
+        self._settling: dict[str, Job] = {}
         # Jobs whose handlers returned are completed together (one UPDATE per batch).
         self._completions: Coalescer[Job, bool] = Coalescer(
             self._complete_many, max_batch=_COMPLETE_BATCH
@@ -256,6 +284,9 @@ class Worker:
         if kind in self._handlers:
             raise ValueError(f"a handler for {kind!r} is already registered")
         self._handlers[kind] = handler
+        prepare = getattr(handler, "prepare", None)
+        if prepare is not None:
+            self._prepares[kind] = prepare
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -301,7 +332,13 @@ class Worker:
         while claimed := await self._claim(self.concurrency):
             ran += len(claimed)
             await asyncio.gather(*self._tasks())
+            await self._settled()
         return ran
+
+    async def _settled(self) -> None:
+        """Until every settle under way elsewhere (``settle_later``) has finished."""
+        while settling := [j.pending for j in self._settling.values() if j.pending is not None]:
+            await asyncio.wait(settling)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -320,12 +357,26 @@ class Worker:
         except Exception:
             log.exception("claiming jobs failed; trying again after the poll interval")
             return []
-        for item in claimed:
-            job = Job(item, self.store, self.clock)
-            task = asyncio.create_task(self._execute(job), name=f"job {item.id}")
-            self._running[item.id] = (job, task)
-            task.add_done_callback(functools.partial(self._forget, item.id))
+        made = [Job(item, self.store, self.clock) for item in claimed]
+        if self._prepares:
+            await self._prepare(made)
+        for job in made:
+            task = asyncio.create_task(self._execute(job), name=f"job {job.id}")
+            self._running[job.id] = (job, task)
+            task.add_done_callback(functools.partial(self._forget, job.id))
         return claimed
+
+    async def _prepare(self, made: list[Job]) -> None:
+        by_kind: dict[str, list[Job]] = {}
+        for job in made:
+            if job.kind in self._prepares:
+                by_kind.setdefault(job.kind, []).append(job)
+        for kind, group in by_kind.items():
+            try:
+                await self._prepares[kind](group)
+            except Exception:
+                # Only a shortcut: each handler does without it.
+                log.exception("preparing %d %s jobs failed", len(group), kind)
 
     def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
@@ -356,8 +407,21 @@ class Worker:
                 )
                 await self._settle(job, "fail", error=error)
             return
-        if not job.settled:
+        if job.pending is not None:
+            self._settling[job.id] = job
+            job.pending.add_done_callback(functools.partial(self._settled_later, job))
+        elif not job.settled:
             await self._complete(job)
+
+    def _settled_later(self, job: Job, settle: asyncio.Future[bool]) -> None:
+        self._settling.pop(job.id, None)
+        if settle.cancelled():
+            log.warning("job %s (%s): its settle was cancelled", job.id, job.kind)
+        elif (exc := settle.exception()) is not None:
+            # The lease runs out and another worker takes the job: at least once.
+            log.warning("job %s (%s): recording its outcome failed: %s", job.id, job.kind, exc)
+        elif not settle.result():
+            log.warning("job %s (%s): lease lost before its settle", job.id, job.kind)
 
     async def _complete(self, job: Job) -> None:
         """Completions are grouped: jobs whose handlers return while one completion
@@ -411,6 +475,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             held = [(job.id, job.claimed.lease_token) for job, _t in self._running.values()]
+            held += [(job.id, job.claimed.lease_token) for job in self._settling.values()]
             if not held:
                 continue
             try:
@@ -426,6 +491,12 @@ class Worker:
                     log.warning("job %s: lease lost while running", job_id)
 
     async def _drain(self) -> None:
+        await self._drain_running()
+        settling = [job.pending for job in self._settling.values() if job.pending is not None]
+        if settling:
+            await asyncio.wait(settling, timeout=self.shutdown_grace)
+
+    async def _drain_running(self) -> None:
         tasks = self._tasks()
         if not tasks:
             return

@@ -36,25 +36,41 @@ _AFTER_COMMIT = "isthmus_after_commit"
 AfterCommit = Callable[[Any], Awaitable[None]]
 #: A pooled PostgreSQL connection idle this long is pinged before it is handed out.
 PING_AFTER_IDLE_SECONDS = 5.0
-#: Connections of the hot path's own pool (``Store.driver``), per process and event loop.
-HOT_POOL_SIZE = 10
+#: Connections of the hot path's own pool (``Store.driver``), per process and event loop: one
+#: for each of a worker's statements that may run at once (claim, batched record, batched
+#: completion, lease extension, wake-up announcement). Idle ones close after a minute.
+HOT_POOL_SIZE = 5
+HOT_POOL_IDLE_SECONDS = 60.0
 #: How the hot path's connections plan. Its statements are key lookups, claims down the queue
 #: index and batched writes by key, prepared once per connection: a generic plan made once
 #: serves them, where planning each execution cost as much as running it. With sequential
 #: and bitmap scans off that plan uses the indexes even when it is made on empty tables, and
 #: a claim's plain index scan marks the entries of dead queue rows, so later claims skip
-#: them (a bitmap scan reads them all again each time).
+#: them (a bitmap scan reads them all again each time). Their commits do not wait for the
+#: WAL flush: what one of them loses in a server crash (a claim, a recorded attempt, a
+#: completion) puts a job back as it was before, to run again, which at-least-once allows;
+#: publishing and everything else commits on the engine's connections, which do wait.
 _HOT_SETTINGS = {
     "plan_cache_mode": "force_generic_plan",
     "enable_seqscan": "off",
     "enable_bitmapscan": "off",
     "jit": "off",
+    "synchronous_commit": "off",
 }
 #: How long closing the store waits for the hot path's connections to come back.
 POOL_CLOSE_SECONDS = 5.0
 #: A SQLite writer waits this long for its turn in process, then leaves the wait to SQLite
 #: (a transaction opened inside another one's block would otherwise wait for ever).
 SQLITE_TURN_SECONDS = 10.0
+
+
+#: What a failed driver call that means "the connection is gone" raises.
+_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 async def _keep_session(_conn: Any) -> None:
@@ -238,18 +254,24 @@ class Store:
         """
         if self.dialect != "postgresql":
             raise RuntimeError("Store.driver() is for PostgreSQL")
-        lost = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
         try:
             pool = await self._hot_pool()
             conn = await pool.acquire()
-        except lost as exc:
+        except _LOST as exc:
             raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
         try:
             yield conn
-        except lost as exc:
-            raise StoreUnavailable(f"the database connection failed: {exc}") from exc
+        except Exception as exc:
+            # Also a connection the server dropped before the driver noticed: its protocol
+            # state is confused (InternalClientError), or it is closed by now.
+            if isinstance(exc, _LOST) or conn.is_closed():
+                raise StoreUnavailable(f"the database connection failed: {exc}") from exc
+            raise
         finally:
-            await pool.release(conn)
+            try:
+                await pool.release(conn)
+            except Exception as exc:  # the pool terminated the connection; nothing is lost
+                log.warning("a database connection could not be reset, dropped: %s", exc)
 
     async def _hot_pool(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -265,6 +287,7 @@ class Store:
             dsn,
             min_size=0,
             max_size=HOT_POOL_SIZE,
+            max_inactive_connection_lifetime=HOT_POOL_IDLE_SECONDS,
             server_settings=_HOT_SETTINGS,
             # Nothing on these connections changes session state (no SET, LISTEN or
             # advisory lock): the default reset's round trip at every release is not needed.

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,10 +104,19 @@ class DeliveryHandler:
         )
         self._urls: dict[str, URL] = {}
 
+    async def prepare(self, jobs: Sequence[Job]) -> None:
+        """Load the deliveries of jobs claimed together, in one statement, before their
+        handlers start (see ``isthmus.worker``)."""
+        loaded = await self._load_many([_delivery_id(job) for job in jobs])
+        for job, found in zip(jobs, loaded, strict=True):
+            job.prepared = (found,)
+
     async def __call__(self, job: Job) -> None:
-        delivery_id = str(job.payload.get("deliveryId", ""))
         now = job.clock()
-        loaded = await self._load(delivery_id)
+        if isinstance(job.prepared, tuple):
+            loaded: _Loaded | None = job.prepared[0]
+        else:
+            loaded = await self._load(_delivery_id(job))
         if loaded is None or loaded[0][0].status != repo.PENDING:
             return  # settled meanwhile (or removed): the worker completes the job
         (work, sub, stamp), bodies = loaded
@@ -221,7 +231,8 @@ class DeliveryHandler:
                 response_body=attempt.response_body,
                 latency_ms=attempt.latency_ms,
             )
-            job.completed(await self._record_success((job, success)))
+            # The slot is free now; the worker waits for the record in the background.
+            job.settle_later(self._record_success.submit((job, success)))
             return
         retry_at = next_attempt(sub.retry_schedule, number, outcome, now, self.rng)
         error = _clean(attempt.error_message)
@@ -327,6 +338,10 @@ async def disable(
             )
     except InvalidInput as exc:
         log.info("webhook.disabled for %s not published: %s", sub.id, exc.message)
+
+
+def _delivery_id(job: Job) -> str:
+    return str(job.payload.get("deliveryId", ""))
 
 
 def _refusal(sub: WebhookSubscription | None) -> str | None:
