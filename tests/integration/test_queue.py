@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,8 @@ from isthmus.hub import Hub
 from isthmus.store import queue, tenants
 from isthmus.store.db import Store, after_commit, make_engine
 from isthmus.store.notify import wakeup_for
-from isthmus.worker import Job, LeaseLost, RetryLater, Worker
+from isthmus.store.types import utcnow
+from isthmus.worker import Coalescer, Job, LeaseLost, RetryLater, Worker
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 30.0
@@ -655,3 +656,86 @@ async def test_registering_twice_or_nothing_is_refused(store: Store) -> None:
     with pytest.raises(ValueError):
         RetryLater("both", delay=1, at=T0)
     assert issubclass(LeaseLost, Exception)
+
+
+# -- prepare and settle_later ---------------------------------------------------------------
+
+
+class PreparingHandler:
+    """Reads each claimed batch once (``prepare``); settles each job in one batched,
+    fenced statement whose future it hands to ``settle_later``."""
+
+    def __init__(self, store: Store, clock: FakeClock, *, failing_prepare: bool = False) -> None:
+        self.store = store
+        self.clock = clock
+        self.failing_prepare = failing_prepare
+        self.batches: list[list[int]] = []
+        self.seen: dict[int, Any] = {}
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.settle: Coalescer[Job, bool] = Coalescer(self._complete)
+
+    async def prepare(self, jobs: Sequence[Job]) -> None:
+        self.batches.append(sorted(job.payload["n"] for job in jobs))
+        if self.failing_prepare:
+            raise RuntimeError("the batch read failed")
+        for job in jobs:
+            job.prepared = ("read once", job.payload["n"])
+
+    async def __call__(self, job: Job) -> None:
+        self.seen[job.payload["n"]] = job.prepared
+        job.settle_later(self.settle.submit(job))
+
+    async def _complete(self, jobs: list[Job]) -> list[bool]:
+        await self.gate.wait()
+        leases = [(job.id, job.lease_token) for job in jobs]
+        held = await queue.complete_many(self.store, leases, now=self.clock())
+        return [job.id in held for job in jobs]
+
+
+async def test_prepare_runs_once_per_claimed_batch_before_the_handlers(store: Store) -> None:
+    await put(store, 5)
+    handler = PreparingHandler(store, FakeClock())
+    worker = Worker(store, concurrency=5, clock=handler.clock)
+    worker.register("test.a", handler)
+    assert await worker.run_pending() == 5
+    assert handler.batches == [[0, 1, 2, 3, 4]]
+    assert handler.seen == {n: ("read once", n) for n in range(5)}
+    assert (await counts(store))[JobStatus.DONE] == 5
+
+
+async def test_a_failed_prepare_leaves_the_handlers_to_run_without_it(store: Store) -> None:
+    await put(store, 3)
+    handler = PreparingHandler(store, FakeClock(), failing_prepare=True)
+    worker = Worker(store, clock=handler.clock)
+    worker.register("test.a", handler)
+    assert await worker.run_pending() == 3
+    assert handler.seen == {0: None, 1: None, 2: None}
+    assert (await counts(store))[JobStatus.DONE] == 3
+
+
+async def test_settle_later_frees_the_slot_and_stop_waits_for_the_settle(store: Store) -> None:
+    ids = await put(store, 4, now=None)
+    handler = PreparingHandler(store, FakeClock())
+    handler.clock.now = utcnow()
+    handler.gate.clear()  # the batched settle waits
+    worker = Worker(store, concurrency=2, poll_interval=0.05, clock=utcnow)
+    worker.register("test.a", handler)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        # Two slots, four jobs: all four handlers ran although no settle has finished.
+        for _ in range(100):
+            if len(handler.seen) == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert len(handler.seen) == 4
+        assert (await counts(store))[JobStatus.RUNNING] == 4
+    finally:
+        stop.set()
+        await asyncio.sleep(0.2)
+        assert not running.done()  # the stop waits for the settles under way
+        handler.gate.set()
+        await asyncio.wait_for(running, 5)
+    for job_id in ids:
+        assert (await row(store, job_id)).status is JobStatus.DONE
