@@ -53,3 +53,19 @@ def test_ids_made_in_a_lot_are_unique_and_keep_creation_order_with_single_ones()
     assert all(re.fullmatch(r"dlv_[0-9a-hjkmnp-tv-z]{26}", i) for i in made)
     assert made == sorted(made)
     assert len(set(made)) == len(made)
+
+
+@pytest.mark.parametrize("count", [1, 2, 1023, 1024, 1025, 3000])
+def test_a_lot_is_the_encoding_of_consecutive_values_across_carries(
+    count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import isthmus.domain.ids as ids
+
+    rng = random.Random(count)
+    # Starts just below 10-bit, 20-bit and 80-bit boundaries, so the lot carries into the
+    # characters a run shares.
+    for first in [2**10 - 3, 2**20 - 1, 2**80 - 2, rng.getrandbits(128) - count]:
+        monkeypatch.setattr(ids, "_reserve", lambda n, first=first: first)
+        assert new_ids("job", count) == [
+            f"job_{by_division(v)}" for v in range(first, first + count)
+        ]

@@ -27,7 +27,16 @@ def new_ids(prefix: str, count: int) -> list[str]:
     if count <= 0:
         return []
     first = _reserve(count)
-    return [f"{prefix}_{encode(v)}" for v in range(first, first + count)]
+    end = first + count
+    ids: list[str] = []
+    # Consecutive values differ in their last 10 bits (the last two characters) until a
+    # carry: the rest of each run is encoded once.
+    while first < end:
+        run_end = min(end, (first | 1023) + 1)
+        head = f"{prefix}_{encode(first)[:-2]}"
+        ids += [head + _PAIRS[v & 1023] for v in range(first, run_end)]
+        first = run_end
+    return ids
 
 
 def _reserve(count: int) -> int:
