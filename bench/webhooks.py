@@ -3,6 +3,7 @@
     .venv/bin/python bench/webhooks.py [--events N] [--subscriptions M]
                                        [--database sqlite|postgresql|both]
                                        [--workers inprocess|process]
+                                       [--worker-processes K]
 
 What runs, all on 127.0.0.1:
 
@@ -19,8 +20,9 @@ What runs, all on 127.0.0.1:
   measures). Workers run in the bench's process
   on SQLite (``runtime.run_workers``, as ``isthmus serve`` runs them: SQLite is one process by
   design, so publisher and workers share it, which is the product's own cost); on PostgreSQL
-  one ``isthmus worker`` process (as deployed beside ``serve --no-workers``), the publisher
-  staying in the bench's process (``--workers inprocess`` forces in-process there too);
+  ``isthmus worker`` processes (one, or ``--worker-processes K``, as deployed beside
+  ``serve --no-workers``; each with ``worker_concurrency`` slots), the publisher staying in
+  the bench's process (``--workers inprocess`` forces in-process there too);
 - the raw limit: a bare aiohttp sender in the bench's process posting the same signed
   requests (same body bytes and size, same headers, made by the same signing functions) to
   the same receiver with the same concurrency as the workers (``worker_concurrency``).
