@@ -26,6 +26,7 @@ from isthmus.hub import Hub
 from isthmus.store import queue
 from isthmus.store.db import SQLITE_TURN_SECONDS
 from isthmus.store.sync_runs import SYNC_KIND
+from isthmus.store.tables import event_types
 from isthmus.worker import Job, Worker
 
 API_KEY = "pat-na1-7c1f0e2b-33aa-4f1e-9d7a-0b5e6c4d3a21"
@@ -350,6 +351,32 @@ async def test_records_without_a_usable_email_are_skipped_with_their_reason(
     assert any("no email" in reason for reason in run["skippedReasons"])
     polling = (await local_api.get(f"/api/v1/integrations/{integration['id']}/polling")).json()
     assert polling["health"] == "warning"
+
+
+async def test_a_run_seeds_its_tenants_event_types_before_it_writes(
+    local_api: httpx.AsyncClient, local_hub: Hub, crm: HubSpotLike, worker: Worker
+) -> None:
+    # Were they seeded by the first write that publishes, two writes in flight could each
+    # insert the same rows (when the run's first write had nothing to publish), the earlier
+    # waiting in PostgreSQL for the later, the later in Python for the earlier: a deadlock
+    # the server cannot see.
+    for n in range(10):
+        crm.people[n]["properties"]["email"] = ""  # the first page publishes nothing
+    crm.hold_at = "0"
+    integration = await make_integration(local_api, crm)
+    started = await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")
+    running = asyncio.create_task(worker.run_pending())
+    try:
+        await asyncio.wait_for(crm.held.wait(), 10)  # the run has begun, nothing written
+        async with local_hub.store.read() as conn:
+            names = set((await conn.execute(sa.select(event_types.c.name))).scalars())
+        assert {"contact.created", "contact.updated"} <= names
+    finally:
+        crm.release.set()
+        await asyncio.wait_for(running, 30)
+    run = (await local_api.get(f"/api/v1/runs/{started.json()['id']}")).json()
+    assert run["status"] == "succeeded"
+    assert counts(run) == (25, 15, 0, 0, 10)
 
 
 async def test_a_run_interrupted_mid_way_resumes_from_its_checkpoint(

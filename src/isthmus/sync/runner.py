@@ -56,6 +56,7 @@ from isthmus.store import integrations as integrations_repo
 from isthmus.store.contact_upserts import UpsertOutcome
 from isthmus.store.db import Store
 from isthmus.store.sync_runs import ACTIVE, RunCounts, RunStatus, SyncRun
+from isthmus.webhooks.event_types import EventTypeService
 from isthmus.webhooks.publish import DEFAULT_MAX_PAYLOAD_BYTES
 from isthmus.worker import Job, LeaseLost, RetryLater
 
@@ -95,6 +96,8 @@ class SyncRunner:
                 return  # settled meanwhile, or its integration deleted: nothing to do
             if run.status is RunStatus.QUEUED:
                 await sync_runs.start(conn, run_id, now=now)
+            # Before any write of the run: see ``_Writes`` for why no write may seed them.
+            await EventTypeService.seed_in(conn, tenant_id)
             integration = await integrations_repo.get(conn, tenant_id, run.integration_id)
             state = await sync_state.get(conn, run.integration_id)
         if integration is None:
@@ -350,8 +353,9 @@ class _Writes:
     the next's. A later write waits (in Python) for the earlier one's commit before its
     own, so the earlier must never wait (in PostgreSQL) for a row the later one wrote, a
     deadlock the server cannot see. Hence: two in flight never share an email (an insert
-    or row lock of the same contact), and the first write of a run goes alone (it may
-    seed the tenant's event types, rows a second one would write too)."""
+    or row lock of the same contact); the run seeds the tenant's event types before its
+    first write (publishing seeds the missing ones, rows two writes would both insert); and
+    the first write of a run goes alone."""
 
     def __init__(self) -> None:
         self._flight: list[tuple[asyncio.Task[None], frozenset[str]]] = []
