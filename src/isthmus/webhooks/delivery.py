@@ -24,6 +24,7 @@ event is its own message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -103,6 +104,7 @@ class DeliveryHandler:
             self._record_many
         )
         self._urls: dict[str, URL] = {}
+        self._opening: dict[tuple[str, repo.SecretsStamp], asyncio.Future[list[str]]] = {}
         # On SQLite every write waits for the one writer: a slot freed before its record
         # only brings the next claim forward, and more, smaller write transactions take
         # longer in all (measured: 15 % fewer deliveries a second).
@@ -133,8 +135,7 @@ class DeliveryHandler:
 
         secrets = self.secrets.cached(sub, now, stamp)
         if secrets is None:  # opened again only when they changed, or once in a while
-            async with self.store.read() as conn:
-                secrets = await self.secrets.active_cached(conn, sub, now, stamp)
+            secrets = await self._open_secrets(sub, now, stamp)
         if sub.rate_limit_per_second or sub.max_concurrency:
             attempt = await self._throttled(work, sub, secrets, bodies, now)
         else:  # nothing for the throttle to count
@@ -282,6 +283,26 @@ class DeliveryHandler:
             else:
                 await self._after_final_failure(conn, sub, outcome, now)
                 await job.fail_in(conn, error=error or "delivery failed")
+
+    async def _open_secrets(
+        self, sub: WebhookSubscription, now: datetime, stamp: repo.SecretsStamp
+    ) -> list[str]:
+        """One read of a subscription's secrets for all its deliveries that find them not
+        cached at once (a batch claimed together would each open a connection for them)."""
+        key = (sub.id, stamp)
+        opening = self._opening.get(key)
+        if opening is None:
+            opening = self._opening[key] = asyncio.ensure_future(
+                self._read_secrets(sub, now, stamp)
+            )
+            opening.add_done_callback(lambda _done: self._opening.pop(key, None))
+        return list(await asyncio.shield(opening))
+
+    async def _read_secrets(
+        self, sub: WebhookSubscription, now: datetime, stamp: repo.SecretsStamp
+    ) -> list[str]:
+        async with self.store.read() as conn:
+            return await self.secrets.active_cached(conn, sub, now, stamp)
 
     def _url(self, url: str) -> URL | str:
         """The endpoint parsed once, not at every delivery (the client still vets it each
