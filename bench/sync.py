@@ -284,6 +284,7 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
     from isthmus.config import load_settings
     from isthmus.domain.auth import Actor
     from isthmus.hub import Hub
+    from isthmus.runtime import tune_gc
     from isthmus.store import migrate
     from isthmus.store.sync_runs import ACTIVE, SYNC_KIND
     from isthmus.store.tables import deliveries
@@ -296,6 +297,7 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
         log_level="warning",
     )
     hub = Hub.build(settings)
+    tune_gc()  # as `isthmus worker` and `isthmus serve` do once started
     stop = asyncio.Event()
     running: asyncio.Task[None] | None = None
     try:

@@ -132,7 +132,7 @@ def serve(
     import uvicorn
 
     from isthmus.api.app import create_app
-    from isthmus.runtime import with_workers
+    from isthmus.runtime import tune_gc, with_workers
 
     settings = _settings(ctx)
     bind_host = host or settings.host
@@ -152,6 +152,7 @@ def serve(
             typer.echo(f"isthmus {__version__} on {base}  (API docs: {base}/api/docs)")
             app = create_app(settings, hub)
             app = with_workers(app, hub, jobs=not no_workers)
+            tune_gc()
             config = uvicorn.Config(
                 app,
                 host=bind_host,
@@ -175,7 +176,7 @@ def worker(
     ] = None,
 ) -> None:
     """Migrate the store, then run jobs (webhook deliveries, ...) until SIGTERM or Ctrl-C."""
-    from isthmus.runtime import run_workers
+    from isthmus.runtime import run_workers, tune_gc
 
     settings = _settings(ctx)
     if concurrency is not None:
@@ -190,6 +191,7 @@ def worker(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             typer.echo(f"isthmus {__version__} worker, concurrency {settings.worker_concurrency}")
+            tune_gc()
             await run_workers(hub, stop)
         finally:
             await hub.close()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,6 +24,22 @@ from isthmus.webhooks.publish import DELIVER
 from isthmus.worker import Handler, run_worker
 
 log = logging.getLogger("isthmus.worker")
+
+
+#: The cyclic garbage collector's thresholds in a serving process (Python's: 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """For a long-running ``serve`` or ``worker`` process, once started: what start-up made
+    (modules, settings, the catalog) is frozen out of every collection, and the young
+    generation is collected every 50,000 allocations instead of 700. A sync or a delivery
+    batch allocates a few objects per row and frees them by reference counting; with the
+    defaults the collector walked a busy sync's live objects again and again (about a
+    tenth of its time, measured with bench/sync.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def job_handlers(hub: Hub) -> dict[str, Handler]:

@@ -36,10 +36,10 @@ _AFTER_COMMIT = "isthmus_after_commit"
 AfterCommit = Callable[[Any], Awaitable[None]]
 #: A pooled PostgreSQL connection idle this long is pinged before it is handed out.
 PING_AFTER_IDLE_SECONDS = 5.0
-#: Connections of the hot path's own pool (``Store.driver``), per process and event loop: one
-#: for each of a worker's statements that may run at once (claim, batched record, batched
-#: completion, lease extension, wake-up announcement). Idle ones close after a minute.
-HOT_POOL_SIZE = 5
+#: Connections of the hot path's own pool (``Store.driver``), per process and event loop: a
+#: worker runs a claim, a batched record and a batched completion at once, now and then a
+#: lease extension or a wake-up announcement. Idle ones close after a minute.
+HOT_POOL_SIZE = 4
 HOT_POOL_IDLE_SECONDS = 60.0
 #: How the hot path's connections plan. Its statements are key lookups, claims down the queue
 #: index and batched writes by key, prepared once per connection: a generic plan made once
