@@ -64,8 +64,7 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
     @wraps(fn)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                runner.run(fn(*args, **kwargs))
+            asyncio.run(fn(*args, **kwargs))
         except IsthmusError as exc:
             raise _fail(_describe(exc)) from None
 
@@ -81,19 +80,6 @@ def _describe_runtime(hub: Hub) -> None:
         hub.store.dialect,
         hub.settings.worker_concurrency,
     )
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (it is a dependency except on Windows):
-    a worker spends a good part of each delivery in the event loop, and uvloop's costs
-    less (about 6 % more deliveries a second, measured with bench/webhooks.py); None for
-    asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def _describe(exc: IsthmusError) -> str:
