@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
+from isthmus.coalescer import Coalescer
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.errors import StoreUnavailable
 from isthmus.hub import Hub
@@ -23,7 +24,7 @@ from isthmus.store import queue, tenants
 from isthmus.store.db import Store, after_commit, make_engine
 from isthmus.store.notify import wakeup_for
 from isthmus.store.types import utcnow
-from isthmus.worker import Coalescer, Job, LeaseLost, RetryLater, Worker
+from isthmus.worker import Job, LeaseLost, RetryLater, Worker
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 30.0

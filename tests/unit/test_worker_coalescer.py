@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from isthmus.worker import Coalescer
+from isthmus.coalescer import Coalescer
 
 
 class Recorder:

@@ -8,15 +8,7 @@ the ``OutboundError`` branch of :mod:`isthmus.errors`; each class knows whether 
 
 from __future__ import annotations
 
-from isthmus.http.client import (
-    MAX_RETRY_AFTER,
-    USER_AGENT,
-    OutboundHTTP,
-    OutboundResponse,
-    parse_retry_after,
-    raise_for_status,
-    upstream_message,
-)
+from isthmus.http.client import USER_AGENT, OutboundHTTP, OutboundResponse
 from isthmus.http.redact import is_secret_name, redact_header_value, redact_headers, redact_url
 from isthmus.http.resolver import (
     AddressPolicy,
@@ -24,6 +16,12 @@ from isthmus.http.resolver import (
     parse_ip,
     parse_legacy_ipv4,
     parse_networks,
+)
+from isthmus.http.statuses import (
+    MAX_RETRY_AFTER,
+    parse_retry_after,
+    raise_for_status,
+    upstream_message,
 )
 
 __all__ = [

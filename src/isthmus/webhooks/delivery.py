@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 from yarl import URL
 
+from isthmus.coalescer import Coalescer
 from isthmus.domain.auth import Actor
 from isthmus.domain.ids import new_id
 from isthmus.domain.records import WebhookSubscription
@@ -51,7 +52,7 @@ from isthmus.webhooks.retry import Outcome, next_attempt, should_disable
 from isthmus.webhooks.signing import delivery_headers, payload
 from isthmus.webhooks.signing_secrets import SigningSecrets
 from isthmus.webhooks.throttle import Throttle
-from isthmus.worker import Coalescer, Job, RetryLater
+from isthmus.worker import Job, RetryLater
 
 log = logging.getLogger("isthmus.webhooks")
 
