@@ -415,6 +415,18 @@ async def test_what_runs_after_a_commit_cannot_undo_it(hub: Hub) -> None:
         await wakeup.close()
 
 
+async def until_gone(admin: asyncpg.Connection, pids: list[int]) -> None:
+    """pg_terminate_backend only signals: wait until those backends are really gone, or the
+    next statement may still find its connection alive."""
+    for _ in range(100):
+        left = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids
+        )
+        if not left:
+            return
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 async def test_the_queue_recovers_when_the_server_drops_its_connections(
@@ -429,16 +441,7 @@ async def test_the_queue_recovers_when_the_server_drops_its_connections(
             "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        # pg_terminate_backend only signals: wait until those backends are really gone, or
-        # the next claim may still find its connection alive.
-        pids = [row["pid"] for row in ended]
-        for _ in range(100):
-            left = await admin.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids
-            )
-            if not left:
-                break
-            await asyncio.sleep(0.05)
+        await until_gone(admin, [row["pid"] for row in ended])
     finally:
         await admin.close()
     # Connections the server dropped while idle are replaced: the queue works again with
@@ -471,12 +474,7 @@ async def test_a_statement_on_a_dropped_connection_is_store_unavailable(
             async with store.driver() as conn:
                 pid = await conn.fetchval("SELECT pg_backend_pid()")
                 await admin.execute("SELECT pg_terminate_backend($1)", pid)
-                for _ in range(100):  # until the backend is really gone
-                    if not await admin.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
-                    ):
-                        break
-                    await asyncio.sleep(0.05)
+                await until_gone(admin, [pid])
                 await conn.fetchval("SELECT 1")
     finally:
         await admin.close()
