@@ -29,6 +29,11 @@ Two optional ways for a busy kind to do less per job:
   slot is free as soon as the handler returns, and the worker awaits the future in the
   background (and on stop, before it hands anything back).
 
+A busy worker claims a few jobs ahead (a quarter of ``concurrency``): while every slot
+is taken it claims and prepares the next jobs, held leased and ready, so a freed slot
+starts one at once instead of waiting for two round trips to the store. They are kept
+alive with the running ones and handed back at once on stop.
+
 Jobs run at least once: a handler runs again for a job whose worker died or lost the lease
 before settling it (a SIGKILL loses nothing; another worker takes the job once the lease
 expires). While a handler runs, the worker extends its lease every third of
@@ -43,6 +48,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -205,6 +211,9 @@ class Worker:
         self._handlers: dict[str, Handler] = {}
         self._prepares: dict[str, Callable[[Sequence[Job]], Awaitable[None]]] = {}
         self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        # Claimed and prepared ahead while every slot is busy; started as slots free up.
+        self._ready: deque[Job] = deque()
+        self._starting = True
         # Jobs whose handlers returned while their settle is under way (``settle_later``).
         self._settling: dict[str, Job] = {}
         # Jobs whose handlers returned are completed together (one UPDATE per batch).
@@ -213,7 +222,9 @@ class Worker:
         )
         # Claim again once this many slots are free, not at every finished job: fewer,
         # larger claims when busy. An idle worker claims at once whatever it is woken for.
+        # A busy one claims as many ahead (see the module docstring).
         self._refill = max(1, concurrency // 4)
+        self._ahead = self._refill
         self._slots_free = asyncio.Event()
 
     def register(self, kind: str, handler: Handler) -> None:
@@ -237,7 +248,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while not stop.is_set():
-                free = self.concurrency - len(self._running)
+                free = self._wanted()
                 if free < self._refill and self._running:
                     self._slots_free.clear()
                     slots = asyncio.ensure_future(self._slots_free.wait())
@@ -267,7 +278,8 @@ class Worker:
         ran = 0
         while claimed := await self._claim(self.concurrency):
             ran += len(claimed)
-            await asyncio.gather(*self._tasks())
+            while self._running:
+                await asyncio.gather(*self._tasks())
             await self._settled()
         return ran
 
@@ -280,6 +292,10 @@ class Worker:
 
     def _tasks(self) -> list[asyncio.Task[None]]:
         return [task for _job, task in self._running.values()]
+
+    def _wanted(self) -> int:
+        """How many jobs to claim now: free slots, plus the ones held ahead while busy."""
+        return self.concurrency + self._ahead - len(self._running) - len(self._ready)
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         try:
@@ -297,10 +313,16 @@ class Worker:
         if self._prepares:
             await self._prepare(made)
         for job in made:
-            task = asyncio.create_task(self._execute(job), name=f"job {job.id}")
-            self._running[job.id] = (job, task)
-            task.add_done_callback(functools.partial(self._forget, job.id))
+            if len(self._running) < self.concurrency and self._starting:
+                self._start(job)
+            else:
+                self._ready.append(job)
         return claimed
+
+    def _start(self, job: Job) -> None:
+        task = asyncio.create_task(self._execute(job), name=f"job {job.id}")
+        self._running[job.id] = (job, task)
+        task.add_done_callback(functools.partial(self._forget, job.id))
 
     async def _prepare(self, made: list[Job]) -> None:
         by_kind: dict[str, list[Job]] = {}
@@ -316,7 +338,9 @@ class Worker:
 
     def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
-        if self.concurrency - len(self._running) >= self._refill:
+        if self._ready and self._starting:
+            self._start(self._ready.popleft())
+        if self._wanted() >= self._refill:
             self._slots_free.set()
 
     async def _execute(self, job: Job) -> None:
@@ -412,6 +436,7 @@ class Worker:
             await asyncio.sleep(self.lease_seconds / 3)
             held = [(job.id, job.claimed.lease_token) for job, _t in self._running.values()]
             held += [(job.id, job.claimed.lease_token) for job in self._settling.values()]
+            held += [(job.id, job.claimed.lease_token) for job in self._ready]
             if not held:
                 continue
             try:
@@ -427,6 +452,10 @@ class Worker:
                     log.warning("job %s: lease lost while running", job_id)
 
     async def _drain(self) -> None:
+        # Jobs claimed ahead and not started go back first, for other workers to take now.
+        self._starting = False
+        while self._ready:
+            await self._settle(self._ready.popleft(), "release")
         await self._drain_running()
         settling = [job.pending for job in self._settling.values() if job.pending is not None]
         if settling:

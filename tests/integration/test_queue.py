@@ -642,6 +642,80 @@ async def test_the_heartbeat_keeps_a_slow_jobs_lease(store: Store, other_store: 
     assert (done.status, done.attempts) == (JobStatus.DONE, 1)
 
 
+async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop(
+    store: Store, other_store: Store
+) -> None:
+    ids = await put(store, 5, now=None)
+    gate = asyncio.Event()
+    running_now: set[str] = set()
+    most = 0
+
+    async def slow(job: Job) -> None:
+        nonlocal most
+        running_now.add(job.id)
+        most = max(most, len(running_now))
+        await gate.wait()
+        running_now.discard(job.id)
+
+    # Four slots: a quarter of them (one job) is claimed ahead while all four are busy.
+    worker = Worker(store, concurrency=4, lease_seconds=0.6, poll_interval=0.05, shutdown_grace=0.2)
+    worker.register("test.a", slow)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(100):
+            if (await counts(store))[JobStatus.RUNNING] == 5:
+                break
+            await asyncio.sleep(0.05)
+        assert (await counts(store))[JobStatus.RUNNING] == 5
+        await asyncio.sleep(1.5)  # two and a half leases: the held one's lease is kept too
+        assert await queue.claim(other_store, limit=5, lease_seconds=LEASE) == []
+        assert (most, len(running_now)) == (4, 4)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 5)
+    for job_id in ids:
+        released = await row(store, job_id)
+        assert (released.status, released.attempts) == (JobStatus.QUEUED, 0)
+
+
+async def test_a_job_claimed_ahead_starts_when_a_slot_frees_up(store: Store) -> None:
+    await put(store, 6, now=None)
+    started: list[int] = []
+    gates = {n: asyncio.Event() for n in range(6)}
+
+    async def gated(job: Job) -> None:
+        started.append(job.payload["n"])
+        await gates[job.payload["n"]].wait()
+
+    worker = Worker(store, concurrency=4, poll_interval=5.0)
+    worker.register("test.a", gated)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(100):
+            if len(started) == 4 and (await counts(store))[JobStatus.RUNNING] == 5:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(started) == [0, 1, 2, 3]
+        gates[2].set()  # one slot frees: the job held ahead starts, no poll needed
+        for _ in range(100):
+            if len(started) == 5:
+                break
+            await asyncio.sleep(0.02)
+        assert started[4] == 4
+        for gate in gates.values():
+            gate.set()
+        for _ in range(200):
+            if (await counts(store))[JobStatus.DONE] == 6:
+                break
+            await asyncio.sleep(0.02)
+        assert (await counts(store))[JobStatus.DONE] == 6
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 5)
+
+
 async def test_registering_twice_or_nothing_is_refused(store: Store) -> None:
     async def handler(job: Job) -> None:
         return None
