@@ -29,7 +29,7 @@ Two optional ways for a busy kind to do less per job:
   slot is free as soon as the handler returns, and the worker awaits the future in the
   background (and on stop, before it hands anything back).
 
-A busy worker claims a few jobs ahead (a quarter of ``concurrency``): while every slot
+A busy worker claims jobs ahead (half of ``concurrency``): while every slot
 is taken it claims and prepares the next jobs, held leased and ready, so a freed slot
 starts one at once instead of waiting for two round trips to the store. They are kept
 alive with the running ones and handed back at once on stop.
@@ -223,7 +223,7 @@ class Worker:
         # Claim again once this many slots are free, not at every finished job: fewer,
         # larger claims when busy. An idle worker claims at once whatever it is woken for.
         # A busy one claims as many ahead (see the module docstring).
-        self._refill = max(1, concurrency // 4)
+        self._refill = max(1, concurrency // 2)
         self._ahead = self._refill
         self._slots_free = asyncio.Event()
 

@@ -645,7 +645,7 @@ async def test_the_heartbeat_keeps_a_slow_jobs_lease(store: Store, other_store: 
 async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop(
     store: Store, other_store: Store
 ) -> None:
-    ids = await put(store, 5, now=None)
+    ids = await put(store, 3, now=None)
     gate = asyncio.Event()
     running_now: set[str] = set()
     most = 0
@@ -657,20 +657,20 @@ async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop
         await gate.wait()
         running_now.discard(job.id)
 
-    # Four slots: a quarter of them (one job) is claimed ahead while all four are busy.
-    worker = Worker(store, concurrency=4, lease_seconds=0.6, poll_interval=0.05, shutdown_grace=0.2)
+    # Two slots: half as many (one job) are claimed ahead while both are busy.
+    worker = Worker(store, concurrency=2, lease_seconds=0.6, poll_interval=0.05, shutdown_grace=0.2)
     worker.register("test.a", slow)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
         for _ in range(100):
-            if (await counts(store))[JobStatus.RUNNING] == 5:
+            if (await counts(store))[JobStatus.RUNNING] == 3:
                 break
             await asyncio.sleep(0.05)
-        assert (await counts(store))[JobStatus.RUNNING] == 5
+        assert (await counts(store))[JobStatus.RUNNING] == 3
         await asyncio.sleep(1.5)  # two and a half leases: the held one's lease is kept too
-        assert await queue.claim(other_store, limit=5, lease_seconds=LEASE) == []
-        assert (most, len(running_now)) == (4, 4)
+        assert await queue.claim(other_store, limit=3, lease_seconds=LEASE) == []
+        assert (most, len(running_now)) == (2, 2)
     finally:
         stop.set()
         await asyncio.wait_for(running, 5)
@@ -680,37 +680,38 @@ async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop
 
 
 async def test_a_job_claimed_ahead_starts_when_a_slot_frees_up(store: Store) -> None:
-    await put(store, 6, now=None)
+    await put(store, 4, now=None)
     started: list[int] = []
-    gates = {n: asyncio.Event() for n in range(6)}
+    gates = {n: asyncio.Event() for n in range(4)}
 
     async def gated(job: Job) -> None:
         started.append(job.payload["n"])
         await gates[job.payload["n"]].wait()
 
-    worker = Worker(store, concurrency=4, poll_interval=5.0)
+    worker = Worker(store, concurrency=2, poll_interval=5.0)
     worker.register("test.a", gated)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
         for _ in range(100):
-            if len(started) == 4 and (await counts(store))[JobStatus.RUNNING] == 5:
+            if len(started) == 2 and (await counts(store))[JobStatus.RUNNING] == 3:
                 break
             await asyncio.sleep(0.02)
-        assert sorted(started) == [0, 1, 2, 3]
-        gates[2].set()  # one slot frees: the job held ahead starts, no poll needed
+        assert sorted(started) == [0, 1]
+        assert (await counts(store))[JobStatus.RUNNING] == 3
+        gates[1].set()  # one slot frees: the job held ahead starts, no poll needed
         for _ in range(100):
-            if len(started) == 5:
+            if len(started) == 3:
                 break
             await asyncio.sleep(0.02)
-        assert started[4] == 4
+        assert started[2] == 2
         for gate in gates.values():
             gate.set()
         for _ in range(200):
-            if (await counts(store))[JobStatus.DONE] == 6:
+            if (await counts(store))[JobStatus.DONE] == 4:
                 break
             await asyncio.sleep(0.02)
-        assert (await counts(store))[JobStatus.DONE] == 6
+        assert (await counts(store))[JobStatus.DONE] == 4
     finally:
         stop.set()
         await asyncio.wait_for(running, 5)
