@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -69,3 +70,19 @@ def test_a_lot_is_the_encoding_of_consecutive_values_across_carries(
         assert new_ids("job", count) == [
             f"job_{by_division(v)}" for v in range(first, first + count)
         ]
+
+
+def test_a_forked_child_draws_other_random_bits_than_its_parent() -> None:
+    new_id("evt")  # the parent has random bytes in hand
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write_end, new_id("evt").encode())
+        os._exit(0)
+    os.close(write_end)
+    parents = new_id("evt")
+    with os.fdopen(read_end, "rb") as pipe:
+        childs = pipe.read().decode()
+    os.waitpid(pid, 0)
+    # The last 16 characters are the 80 random bits.
+    assert childs[-16:] != parents[-16:]

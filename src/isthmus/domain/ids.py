@@ -10,6 +10,19 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _RANDOM_BITS = 80
 _lock = threading.Lock()
 _last = 0
+# Random bytes are read from the OS a page at a time (one syscall for 409 draws, where a
+# worker makes an id per delivery); a forked child must not reuse its parent's.
+_ENTROPY_BYTES = 4096
+_entropy = b""
+_taken = 0
+
+
+def _forget_entropy() -> None:
+    global _entropy, _taken
+    _entropy, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_entropy)
 
 
 def new_id(prefix: str) -> str:
@@ -44,11 +57,13 @@ def _reserve(count: int) -> int:
 
     The random part leaves room for a lot in all but a vanishing share of draws; then the
     values carry into the next millisecond, which keeps them unique and ordered."""
-    global _last
+    global _last, _entropy, _taken
     with _lock:
-        value = (time.time_ns() // 1_000_000) << _RANDOM_BITS | int.from_bytes(
-            os.urandom(10), "big"
-        )
+        if _taken + 10 > len(_entropy):
+            _entropy, _taken = os.urandom(_ENTROPY_BYTES), 0
+        drawn = int.from_bytes(_entropy[_taken : _taken + 10], "big")
+        _taken += 10
+        value = (time.time_ns() // 1_000_000) << _RANDOM_BITS | drawn
         if value >> _RANDOM_BITS == _last >> _RANDOM_BITS and value <= _last:
             value = _last + 1
         _last = value + count - 1
