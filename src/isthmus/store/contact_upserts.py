@@ -28,6 +28,7 @@ from isthmus.domain.contacts import (
     reconcile,
 )
 from isthmus.domain.ids import new_ids
+from isthmus.store.bulk import rows_from, rows_json
 from isthmus.store.contacts import SELECT_CHUNK, contact_values, row_contact
 from isthmus.store.tables import contacts
 
@@ -124,8 +125,9 @@ class _Known:
     sources: tuple[Source, ...]
 
 
-# PostgreSQL gets each step as one statement over arrays (unnest): one prepared statement
-# whatever the batch size, no per-row parameter handling; SQLite gets portable Core.
+# PostgreSQL gets each step as one statement over the batch as one parameter (the emails
+# an array, the rows one JSON text: ``isthmus.store.bulk``): one prepared statement whatever
+# the batch size, no per-row parameter handling; SQLite gets portable Core.
 # Each email is looked up on its own through the unique (tenant_id, email) index: a LATERAL
 # subquery with LIMIT 1 is a nested loop the planner cannot turn into a join. As a join,
 # a planner whose statistics lagged behind a growing table (a first sync outruns
@@ -154,20 +156,28 @@ _PG_KNOWN = sa.text(_pg_by_emails(_KNOWN_COLUMNS, lock=False)).columns(
 _PG_SELECT_LOCKED = sa.text(
     _pg_by_emails([column.name for column in contacts.c], lock=True)
 ).columns(*contacts.c)
-_ROWS = """unnest(
-        CAST(:ids AS VARCHAR[]), CAST(:emails AS VARCHAR[]), CAST(:first_names AS VARCHAR[]),
-        CAST(:last_names AS VARCHAR[]), CAST(:phones AS VARCHAR[]), CAST(:companies AS VARCHAR[]),
-        CAST(:job_titles AS VARCHAR[]), CAST(:customs AS TEXT[]), CAST(:sources AS TEXT[]),
-        CAST(:hashes AS VARCHAR[]), CAST(:updated_ats AS TIMESTAMPTZ[])
-    ) AS r(id, email, first_name, last_name, phone, company, job_title, custom, sources, hash,
-           updated_at)"""
+_ROWS = rows_from(
+    "rows",
+    [
+        ("id", "text"),
+        ("email", "text"),
+        ("first_name", "text"),
+        ("last_name", "text"),
+        ("phone", "text"),
+        ("company", "text"),
+        ("job_title", "text"),
+        ("custom", "jsonb"),
+        ("sources", "jsonb"),
+        ("hash", "text"),
+        ("updated_at", "timestamptz"),
+    ],
+)
 _PG_INSERT = sa.text(
     f"""
     INSERT INTO contacts (id, tenant_id, email, first_name, last_name, phone, company,
                           job_title, custom, sources, hash, created_at, updated_at)
     SELECT r.id, :tenant_id, r.email, r.first_name, r.last_name, r.phone, r.company,
-           r.job_title, CAST(r.custom AS JSONB), CAST(r.sources AS JSONB), r.hash,
-           r.updated_at, r.updated_at
+           r.job_title, r.custom, r.sources, r.hash, r.updated_at, r.updated_at
     FROM {_ROWS}
     ON CONFLICT (tenant_id, email) DO NOTHING
     RETURNING email
@@ -177,8 +187,8 @@ _PG_UPDATE = sa.text(
     f"""
     UPDATE contacts AS c
     SET first_name = r.first_name, last_name = r.last_name, phone = r.phone,
-        company = r.company, job_title = r.job_title, custom = CAST(r.custom AS JSONB),
-        sources = CAST(r.sources AS JSONB), hash = r.hash, updated_at = r.updated_at
+        company = r.company, job_title = r.job_title, custom = r.custom,
+        sources = r.sources, hash = r.hash, updated_at = r.updated_at
     FROM {_ROWS}
     WHERE c.id = r.id
     """  # noqa: S608 - a constant; every value is a bound parameter
@@ -305,19 +315,27 @@ async def _write(conn: AsyncConnection, updated: list[Contact], linked: list[Con
         )
 
 
-def _arrays(rows: list[Contact]) -> dict[str, list[Any]]:
+def _arrays(rows: list[Contact]) -> dict[str, str]:
+    """The contacts as ``_ROWS`` takes them: one JSON text."""
     return {
-        "ids": [c.id for c in rows],
-        "emails": [c.email for c in rows],
-        "first_names": [c.first_name for c in rows],
-        "last_names": [c.last_name for c in rows],
-        "phones": [c.phone for c in rows],
-        "companies": [c.company for c in rows],
-        "job_titles": [c.job_title for c in rows],
-        "customs": [_json(dict(c.custom)) if c.custom else "{}" for c in rows],
-        "sources": [_json([s.as_json() for s in c.sources]) for c in rows],
-        "hashes": [c.hash for c in rows],
-        "updated_ats": [c.updated_at for c in rows],
+        "rows": rows_json(
+            [
+                (
+                    c.id,
+                    c.email,
+                    c.first_name,
+                    c.last_name,
+                    c.phone,
+                    c.company,
+                    c.job_title,
+                    dict(c.custom) if c.custom else {},
+                    [s.as_json() for s in c.sources],
+                    c.hash,
+                    c.updated_at,
+                )
+                for c in rows
+            ]
+        )
     }
 
 

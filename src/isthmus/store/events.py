@@ -16,6 +16,7 @@ from isthmus.domain.ids import new_ids
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.domain.webhooks import SubscriptionStatus
 from isthmus.store import notify, queue
+from isthmus.store.bulk import rows_from, rows_json
 from isthmus.store.deliveries import PENDING
 from isthmus.store.tables import deliveries, event_types, events
 from isthmus.store.tables import webhook_subscriptions as subs
@@ -36,7 +37,7 @@ class StoredEvent:
 
 class EventRow(NamedTuple):
     """One event to write (``data_json``: its data serialised; ``payload_hash`` tells
-    repeats apart)."""
+    repeats of its idempotency key apart, empty without one)."""
 
     id: str
     type: str
@@ -128,24 +129,35 @@ _SQLITE_INSERT_EVENT = (
 # transaction took meanwhile are not written (ON CONFLICT waits for that transaction, as a
 # plain insert would), and neither are their deliveries; the statement returns the ids of
 # the events it wrote.
+# The events and their deliveries each as one JSON text (``isthmus.store.bulk``); an
+# event's data goes as the JSON text it already is, parsed by the server.
+_EVENT_ROWS = rows_from(
+    "events",
+    [("id", "text"), ("type", "text"), ("data", "text"), ("key", "text"), ("hash", "text")],
+    "e",
+)
+_DELIVERY_ROWS = rows_from(
+    "deliveries",
+    [
+        ("delivery_id", "text"),
+        ("event_id", "text"),
+        ("event_type", "text"),
+        ("subscription_id", "text"),
+        ("job_id", "text"),
+        ("due", "timestamptz"),
+    ],
+)
 _INSERT_PUBLISHED = sa.text(
     f"""
     WITH ev AS (
         INSERT INTO events (id, tenant_id, type, data, idempotency_key, payload_hash,
                             created_at)
         SELECT e.id, :tenant_id, e.type, CAST(e.data AS JSONB), e.key, e.hash, :now
-        FROM unnest(
-            CAST(:event_ids AS VARCHAR[]), CAST(:types AS VARCHAR[]),
-            CAST(:datas AS TEXT[]), CAST(:keys AS VARCHAR[]), CAST(:hashes AS VARCHAR[])
-        ) AS e(id, type, data, key, hash)
+        FROM {_EVENT_ROWS}
         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
         RETURNING id
     ), r AS (
-        SELECT * FROM unnest(
-            CAST(:delivery_ids AS VARCHAR[]), CAST(:delivery_events AS VARCHAR[]),
-            CAST(:delivery_types AS VARCHAR[]), CAST(:subscription_ids AS VARCHAR[]),
-            CAST(:job_ids AS VARCHAR[]), CAST(:dues AS TIMESTAMPTZ[])
-        ) AS r(delivery_id, event_id, event_type, subscription_id, job_id, due)
+        SELECT * FROM {_DELIVERY_ROWS}
         WHERE r.event_id IN (SELECT id FROM ev)
     ), d AS (
         INSERT INTO deliveries (id, tenant_id, event_id, subscription_id, event_type, status,
@@ -257,17 +269,20 @@ async def _insert_published_postgres(
             "tenant_id": tenant_id,
             "now": now,
             "kind": kind,
-            "event_ids": [e.id for e in new_events],
-            "types": [e.type for e in new_events],
-            "datas": [e.data_json for e in new_events],
-            "keys": [e.idempotency_key for e in new_events],
-            "hashes": [e.payload_hash for e in new_events],
-            "delivery_ids": new_ids("dlv", len(new_deliveries)),
-            "delivery_events": [d.event_id for d in new_deliveries],
-            "delivery_types": [d.event_type for d in new_deliveries],
-            "subscription_ids": [d.subscription_id for d in new_deliveries],
-            "job_ids": new_ids("job", len(new_deliveries)),
-            "dues": [d.due for d in new_deliveries],
+            "events": rows_json(
+                [(e.id, e.type, e.data_json, e.idempotency_key, e.payload_hash) for e in new_events]
+            ),
+            "deliveries": rows_json(
+                [
+                    (delivery_id, d.event_id, d.event_type, d.subscription_id, job_id, d.due)
+                    for d, delivery_id, job_id in zip(
+                        new_deliveries,
+                        new_ids("dlv", len(new_deliveries)),
+                        new_ids("job", len(new_deliveries)),
+                        strict=True,
+                    )
+                ]
+            ),
         },
     )
     return {row[0] for row in result}

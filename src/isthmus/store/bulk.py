@@ -1,0 +1,53 @@
+"""Many rows as one statement parameter on PostgreSQL: one JSON document of row arrays.
+
+A bulk statement used to take one array parameter per column (``unnest``). asyncpg encodes
+an array element by element, with abstract-class checks on each (about 0.25 us an element,
+more for timestamps and long text: a fifth of a contact sync's CPU went there). One JSON
+text is made by the C encoder in a fraction of that, and the server unpacks it::
+
+    FROM (SELECT r->>0 AS id, r->1 AS custom, ... FROM jsonb_array_elements(...)) AS r
+
+Text columns come out with ``->>`` (JSON null is SQL NULL), JSON columns with ``->``
+(nested values go in as they are, not encoded twice), timestamps as ISO 8601 text cast
+back, integers and floats cast from their text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+Kind = Literal["text", "jsonb", "timestamptz", "integer", "float8"]
+
+
+def _default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a bulk column value")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default)
+
+
+def rows_json(rows: Iterable[Sequence[Any]]) -> str:
+    """The rows as the JSON text ``rows_from`` unpacks (values in its columns' order)."""
+    return _ENCODER.encode(rows if isinstance(rows, list) else list(rows))
+
+
+def rows_from(param: str, columns: Sequence[tuple[str, Kind]], alias: str = "r") -> str:
+    """SQL for a FROM item with one row per element of the bound JSON text ``param`` and
+    the named, typed ``columns`` (``rows_json`` made it)."""
+    picked = ", ".join(_pick(i, name, kind) for i, (name, kind) in enumerate(columns))
+    # Built from the caller's constants at import; every value is the one bound parameter.
+    elements = f"jsonb_array_elements(CAST(:{param} AS JSONB)) AS j(v)"
+    return f"(SELECT {picked} FROM {elements}) AS {alias}"  # noqa: S608
+
+
+def _pick(index: int, name: str, kind: Kind) -> str:
+    if kind == "text":
+        return f"v->>{index} AS {name}"
+    if kind == "jsonb":
+        return f"v->{index} AS {name}"
+    return f"CAST(v->>{index} AS {kind.upper()}) AS {name}"

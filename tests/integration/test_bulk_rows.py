@@ -1,0 +1,47 @@
+"""Rows passed to PostgreSQL as one JSON text (``isthmus.store.bulk``) come out as sent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from isthmus.hub import Hub
+from isthmus.store.bulk import rows_from, rows_json
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.parametrize("db_url", ["postgresql"], indirect=True),
+]
+
+COLUMNS = [
+    ("name", "text"),
+    ("doc", "jsonb"),
+    ("at", "timestamptz"),
+    ("n", "integer"),
+    ("x", "float8"),
+]
+SELECT = sa.text(f"SELECT r.name, r.doc, r.at, r.n, r.x FROM {rows_from('rows', COLUMNS)}")
+
+
+async def test_every_kind_of_value_round_trips_in_order(hub: Hub) -> None:
+    at = datetime(2026, 3, 29, 1, 59, 59, 123456, tzinfo=UTC)
+    rows = [
+        ('quote " backslash \\ tab \t', {"nested": ["a", 1, None], "é": "ü"}, at, 7, 0.5),
+        ("línea\nnueva 雪 🙂", [], at + timedelta(microseconds=1), -3, 1e-9),
+        (None, {}, datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=5))), None, None),
+        *[(f"row {i}", {"i": i}, at, i, float(i)) for i in range(500)],
+    ]
+    async with hub.store.read() as conn:
+        got = (await conn.execute(SELECT, {"rows": rows_json(rows)})).all()
+    assert [tuple(row) for row in got] == [
+        (name, doc, when.astimezone(UTC), n, x) for name, doc, when, n, x in rows
+    ]
+
+
+async def test_no_rows_is_no_rows_and_other_values_are_refused(hub: Hub) -> None:
+    async with hub.store.read() as conn:
+        assert (await conn.execute(SELECT, {"rows": rows_json([])})).all() == []
+    with pytest.raises(TypeError, match="set is not a bulk column value"):
+        rows_json([("a", {1, 2}, None, None, None)])
