@@ -165,7 +165,7 @@ webhook_subscriptions = sa.Table(
 
 # A published event: written with its deliveries (and their jobs) in one transaction.
 # ``idempotency_key`` repeats within 24 h return the first event; ``payload_hash`` tells a
-# repeat from a different payload under the same key.
+# repeat from a different payload under the same key (empty for an event without a key).
 events = sa.Table(
     "events",
     metadata,

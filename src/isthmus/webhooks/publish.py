@@ -227,7 +227,8 @@ def _checked(
     prefix: str,
 ) -> tuple[str, str]:
     """The event's payload hash and its data serialised, once its data, size, schema and
-    key pass (``envelope_bytes``: the body's size without the data)."""
+    key pass (``envelope_bytes``: the body's size without the data). Only a key's repeat
+    is ever compared: an event without one gets no hash (a sync publishes thousands)."""
     try:
         text = data_json(event.data) if event.text is None else event.text  # InvalidInput
         size = envelope_bytes + (len(text) if text.isascii() else len(text.encode()))
@@ -248,7 +249,7 @@ def _checked(
             raise
         fields = [FieldError(prefix + e.field, e.message) for e in exc.errors]
         raise type(exc)(f"{prefix.rstrip('.')}: {exc}", fields) from exc
-    return _hash(event.type, text), text
+    return (_hash(event.type, text) if event.idempotency_key is not None else ""), text
 
 
 def _same(stored_hash: str, digest: str, holder: str, prefix: str) -> None:
