@@ -17,11 +17,12 @@ from fastapi import FastAPI
 
 from isthmus.connectors import request_log_retention
 from isthmus.hub import Hub
+from isthmus.job import Handler
 from isthmus.scheduler import run_scheduler
 from isthmus.store.sync_runs import SYNC_KIND
 from isthmus.webhooks import retention
 from isthmus.webhooks.publish import DELIVER
-from isthmus.worker import Handler, run_worker
+from isthmus.worker import run_worker
 
 log = logging.getLogger("isthmus.worker")
 

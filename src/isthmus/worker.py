@@ -32,7 +32,9 @@ Two optional ways for a busy kind to do less per job:
 A busy worker claims jobs ahead (half of ``concurrency``): while every slot
 is taken it claims and prepares the next jobs, held leased and ready, so a freed slot
 starts one at once instead of waiting for two round trips to the store. They are kept
-alive with the running ones and handed back at once on stop.
+alive with the running ones and handed back at once on stop, or when no slot has freed
+for ``hold_seconds`` (long jobs in every slot must not keep them from idle workers); it
+claims ahead again once a slot frees.
 
 Jobs run at least once: a handler runs again for a job whose worker died or lost the lease
 before settling it (a SIGKILL loses nothing; another worker takes the job once the lease
@@ -48,17 +50,15 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from isthmus.coalescer import Coalescer
 from isthmus.domain.jobs import ClaimedJob
-from isthmus.errors import IsthmusError
+from isthmus.job import Clock, Handler, Job, LeaseLost, RetryLater, retry_backoff
 from isthmus.store import queue
 from isthmus.store.db import Store
 from isthmus.store.notify import WakeUp, wakeup_for
@@ -68,119 +68,6 @@ log = logging.getLogger("isthmus.worker")
 
 #: At most this many jobs are completed by one statement.
 _COMPLETE_BATCH = 500
-
-Clock = Callable[[], datetime]
-
-
-class LeaseLost(IsthmusError):
-    """The job's lease passed to another worker (it was rescued); this attempt must not
-    change it any more."""
-
-
-class RetryLater(Exception):
-    """Raised by a handler: run this job again after ``delay`` seconds, or at ``at``."""
-
-    def __init__(
-        self, reason: str, *, delay: float | None = None, at: datetime | None = None
-    ) -> None:
-        super().__init__(reason)
-        if (delay is None) == (at is None):
-            raise ValueError("give RetryLater exactly one of delay or at")
-        self.reason = reason
-        self.delay = delay
-        self.at = at
-
-    def run_at(self, now: datetime) -> datetime:
-        return self.at if self.at is not None else now + timedelta(seconds=self.delay or 0)
-
-
-def retry_backoff(attempts: int) -> float:
-    """Seconds before retrying after an unexpected error: 1, 2, 4, ... capped at 5 min."""
-    return float(min(2 ** max(attempts - 1, 0), 300))
-
-
-@dataclass
-class Job:
-    """What a handler gets: the claimed job, the store, and fenced ways to settle it."""
-
-    claimed: ClaimedJob
-    store: Store
-    clock: Clock
-    settled: bool = False
-    #: What the kind's ``prepare`` left for this job (None when it did not run).
-    prepared: Any = None
-    #: The future of a settle under way elsewhere (``settle_later``).
-    pending: asyncio.Future[bool] | None = None
-
-    @property
-    def id(self) -> str:
-        return self.claimed.id
-
-    @property
-    def kind(self) -> str:
-        return self.claimed.kind
-
-    @property
-    def tenant_id(self) -> str | None:
-        return self.claimed.tenant_id
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        return self.claimed.payload
-
-    @property
-    def group(self) -> str | None:
-        return self.claimed.group
-
-    @property
-    def attempts(self) -> int:
-        """This attempt's number: 1 the first time."""
-        return self.claimed.attempts
-
-    async def complete_in(self, conn: AsyncConnection) -> None:
-        """Mark the job done in the caller's transaction; raises ``LeaseLost``."""
-        self._check(await queue.complete_in(conn, self.id, self._token, now=self.clock()))
-
-    async def retry_in(self, conn: AsyncConnection, *, run_at: datetime, error: str) -> None:
-        """Queue the job again for ``run_at`` in the caller's transaction."""
-        ok = await queue.retry_in(
-            conn, self.id, self._token, run_at=run_at, error=error, now=self.clock()
-        )
-        self._check(ok)
-
-    async def fail_in(self, conn: AsyncConnection, *, error: str) -> None:
-        """Give the job up in the caller's transaction."""
-        self._check(await queue.fail_in(conn, self.id, self._token, error=error, now=self.clock()))
-
-    @property
-    def lease_token(self) -> str:
-        """The lease this attempt holds, for a handler that completes its job in a statement
-        of its own (fenced by it, as ``queue.complete_many`` is) and reports with
-        ``completed``."""
-        return self.claimed.lease_token
-
-    def settle_later(self, settle: asyncio.Future[bool]) -> None:
-        """The job is being settled elsewhere, fenced by its lease: ``settle`` gives True
-        when it was, False when the lease was lost. The worker frees the job's slot when the
-        handler returns and waits for ``settle`` in the background."""
-        self.pending = settle
-
-    def completed(self, held: bool) -> None:
-        """After the handler's own fenced completion ran: raises ``LeaseLost`` if the lease
-        was gone."""
-        self._check(held)
-
-    @property
-    def _token(self) -> str:
-        return self.claimed.lease_token
-
-    def _check(self, held: bool) -> None:
-        if not held:
-            raise LeaseLost(f"job {self.id} was taken over by another worker")
-        self.settled = True
-
-
-Handler = Callable[[Job], Awaitable[None]]
 
 
 class Worker:
@@ -196,6 +83,7 @@ class Worker:
         poll_interval: float = 1.0,
         max_attempts: int = 5,
         shutdown_grace: float = 10.0,
+        hold_seconds: float = 1.0,
         clock: Clock = utcnow,
     ) -> None:
         if concurrency < 1 or lease_seconds <= 0 or poll_interval <= 0:
@@ -206,13 +94,15 @@ class Worker:
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
         self.shutdown_grace = shutdown_grace
+        self.hold_seconds = hold_seconds
         self.clock = clock
         self._wakeup = wakeup
         self._handlers: dict[str, Handler] = {}
         self._prepares: dict[str, Callable[[Sequence[Job]], Awaitable[None]]] = {}
         self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
-        # Claimed and prepared ahead while every slot is busy; started as slots free up.
-        self._ready: deque[Job] = deque()
+        # Claimed and prepared ahead while every slot is busy, with when (monotonic);
+        # started as slots free up.
+        self._ready: deque[tuple[Job, float]] = deque()
         self._starting = True
         # Jobs whose handlers returned while their settle is under way (``settle_later``).
         self._settling: dict[str, Job] = {}
@@ -225,6 +115,7 @@ class Worker:
         # A busy one claims as many ahead (see the module docstring).
         self._refill = max(1, concurrency // 2)
         self._ahead = self._refill
+        self._ahead_now = self._ahead  # 0 after held jobs went back, until a slot frees
         self._slots_free = asyncio.Event()
 
     def register(self, kind: str, handler: Handler) -> None:
@@ -252,10 +143,12 @@ class Worker:
                 if free < self._refill and self._running:
                     self._slots_free.clear()
                     slots = asyncio.ensure_future(self._slots_free.wait())
+                    hold = self.hold_seconds if self._ready else None
                     try:
-                        await self._until(stop, [slots])  # enough slots free up
+                        await self._until(stop, [slots], hold)  # enough slots free up
                     finally:
                         slots.cancel()
+                    await self._hand_back_held()
                     continue
                 wakeup.clear()
                 claimed = await self._claim(free)
@@ -295,7 +188,7 @@ class Worker:
 
     def _wanted(self) -> int:
         """How many jobs to claim now: free slots, plus the ones held ahead while busy."""
-        return self.concurrency + self._ahead - len(self._running) - len(self._ready)
+        return self.concurrency + self._ahead_now - len(self._running) - len(self._ready)
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         try:
@@ -316,7 +209,7 @@ class Worker:
             if len(self._running) < self.concurrency and self._starting:
                 self._start(job)
             else:
-                self._ready.append(job)
+                self._ready.append((job, time.monotonic()))
         return claimed
 
     def _start(self, job: Job) -> None:
@@ -338,8 +231,9 @@ class Worker:
 
     def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
+        self._ahead_now = self._ahead
         if self._ready and self._starting:
-            self._start(self._ready.popleft())
+            self._start(self._ready.popleft()[0])
         if self._wanted() >= self._refill:
             self._slots_free.set()
 
@@ -436,7 +330,7 @@ class Worker:
             await asyncio.sleep(self.lease_seconds / 3)
             held = [(job.id, job.claimed.lease_token) for job, _t in self._running.values()]
             held += [(job.id, job.claimed.lease_token) for job in self._settling.values()]
-            held += [(job.id, job.claimed.lease_token) for job in self._ready]
+            held += [(job.id, job.claimed.lease_token) for job, _at in self._ready]
             if not held:
                 continue
             try:
@@ -455,7 +349,7 @@ class Worker:
         # Jobs claimed ahead and not started go back first, for other workers to take now.
         self._starting = False
         while self._ready:
-            await self._settle(self._ready.popleft(), "release")
+            await self._settle(self._ready.popleft()[0], "release")
         await self._drain_running()
         settling = [job.pending for job in self._settling.values() if job.pending is not None]
         if settling:
@@ -475,12 +369,25 @@ class Worker:
             if not job.settled:
                 await self._settle(job, "release")
 
+    async def _hand_back_held(self) -> None:
+        """Jobs held ahead for ``hold_seconds`` with no slot freeing go back to the queue,
+        for other workers; no more are claimed ahead until a slot frees."""
+        now = time.monotonic()
+        while self._ready and now - self._ready[0][1] >= self.hold_seconds:
+            self._ahead_now = 0
+            await self._settle(self._ready.popleft()[0], "release")
+
     @staticmethod
-    async def _until(stop: asyncio.Event, waits: Sequence[asyncio.Future[Any]]) -> None:
-        """Until ``stop`` is set or the first of ``waits`` is done (none is cancelled)."""
+    async def _until(
+        stop: asyncio.Event, waits: Sequence[asyncio.Future[Any]], at_most: float | None = None
+    ) -> None:
+        """Until ``stop`` is set, the first of ``waits`` is done (none is cancelled) or
+        ``at_most`` seconds passed."""
         stopper = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [stopper, *waits], timeout=at_most, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stopper.cancel()
 

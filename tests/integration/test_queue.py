@@ -658,7 +658,14 @@ async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop
         running_now.discard(job.id)
 
     # Two slots: half as many (one job) are claimed ahead while both are busy.
-    worker = Worker(store, concurrency=2, lease_seconds=0.6, poll_interval=0.05, shutdown_grace=0.2)
+    worker = Worker(
+        store,
+        concurrency=2,
+        lease_seconds=0.6,
+        poll_interval=0.05,
+        shutdown_grace=0.2,
+        hold_seconds=30,
+    )
     worker.register("test.a", slow)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
@@ -677,6 +684,38 @@ async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop
     for job_id in ids:
         released = await row(store, job_id)
         assert (released.status, released.attempts) == (JobStatus.QUEUED, 0)
+
+
+async def test_a_job_held_ahead_while_no_slot_frees_goes_back_for_other_workers(
+    store: Store, other_store: Store
+) -> None:
+    ids = await put(store, 3, now=None)
+    gate = asyncio.Event()
+
+    async def long(job: Job) -> None:
+        await gate.wait()
+
+    worker = Worker(store, concurrency=2, poll_interval=0.05, hold_seconds=0.3)
+    worker.register("test.a", long)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(100):
+            if (await counts(store))[JobStatus.RUNNING] == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert (await counts(store))[JobStatus.RUNNING] == 3  # two running, one held
+        for _ in range(100):  # both slots stay busy: the held one goes back
+            if (await counts(store))[JobStatus.QUEUED] == 1:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # and is not claimed again while no slot frees
+        [taken] = await queue.claim(other_store, limit=3, lease_seconds=LEASE)
+        assert (taken.id, taken.attempts) == (ids[2], 1)  # its held attempt not counted
+    finally:
+        gate.set()
+        stop.set()
+        await asyncio.wait_for(running, 5)
 
 
 async def test_a_job_claimed_ahead_starts_when_a_slot_frees_up(store: Store) -> None:

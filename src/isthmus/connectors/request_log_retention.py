@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from isthmus.job import Handler, Job, LeaseLost, RetryLater
 from isthmus.store import delivery_log as schedule
 from isthmus.store import integration_requests as repo
 from isthmus.store import queue
 from isthmus.store.db import Store
 from isthmus.store.types import utcnow
-from isthmus.worker import Handler, Job, LeaseLost, RetryLater
 
 log = logging.getLogger("isthmus.connectors.request_log_retention")
 

@@ -48,6 +48,7 @@ from isthmus.errors import (
     OutboundError,
     UpstreamRateLimited,
 )
+from isthmus.job import Job, LeaseLost, RetryLater
 from isthmus.services.connections import ConnectionService
 from isthmus.services.contacts import publish_changes
 from isthmus.services.polling import Outcome, record_outcome_in
@@ -58,7 +59,6 @@ from isthmus.store.db import Store
 from isthmus.store.sync_runs import ACTIVE, RunCounts, RunStatus, SyncRun
 from isthmus.webhooks.event_types import EventTypeService
 from isthmus.webhooks.publish import DEFAULT_MAX_PAYLOAD_BYTES
-from isthmus.worker import Job, LeaseLost, RetryLater
 
 log = logging.getLogger("isthmus.sync")
 

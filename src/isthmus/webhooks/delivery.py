@@ -43,6 +43,7 @@ from isthmus.domain.records import WebhookSubscription
 from isthmus.domain.webhooks import MAX_TIMEOUT, SubscriptionStatus
 from isthmus.errors import InvalidInput, OutboundError, UpstreamStatusError
 from isthmus.http import USER_AGENT, OutboundHTTP, raise_for_status
+from isthmus.job import Job, RetryLater
 from isthmus.services.audit import record
 from isthmus.store import deliveries as repo
 from isthmus.store.db import Store
@@ -52,7 +53,6 @@ from isthmus.webhooks.retry import Outcome, next_attempt, should_disable
 from isthmus.webhooks.signing import delivery_headers, payload
 from isthmus.webhooks.signing_secrets import SigningSecrets
 from isthmus.webhooks.throttle import Throttle
-from isthmus.worker import Job, RetryLater
 
 log = logging.getLogger("isthmus.webhooks")
 

@@ -20,12 +20,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from isthmus.job import Handler, Job, LeaseLost, RetryLater
 from isthmus.store import delivery_log as repo
 from isthmus.store import queue
 from isthmus.store.db import Store
 from isthmus.store.delivery_log import PurgeCounts
 from isthmus.store.types import utcnow
-from isthmus.worker import Handler, Job, LeaseLost, RetryLater
 
 log = logging.getLogger("isthmus.webhooks.retention")
 
