@@ -71,6 +71,16 @@ async def counts(store: Store) -> dict[JobStatus, int]:
         return await queue.count_by_status(conn)
 
 
+async def until_count(store: Store, status: JobStatus, wanted: int) -> int:
+    """Polls (bounded, 5 s) until ``wanted`` jobs have ``status``; the last count."""
+    for _ in range(100):
+        found = (await counts(store))[status]
+        if found == wanted:
+            break
+        await asyncio.sleep(0.05)
+    return found
+
+
 # -- enqueue -------------------------------------------------------------------------------
 
 
@@ -670,11 +680,7 @@ async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
-        for _ in range(100):
-            if (await counts(store))[JobStatus.RUNNING] == 3:
-                break
-            await asyncio.sleep(0.05)
-        assert (await counts(store))[JobStatus.RUNNING] == 3
+        assert await until_count(store, JobStatus.RUNNING, 3) == 3
         await asyncio.sleep(1.5)  # two and a half leases: the held one's lease is kept too
         assert await queue.claim(other_store, limit=3, lease_seconds=LEASE) == []
         assert (most, len(running_now)) == (2, 2)
@@ -700,15 +706,9 @@ async def test_a_job_held_ahead_while_no_slot_frees_goes_back_for_other_workers(
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
-        for _ in range(100):
-            if (await counts(store))[JobStatus.RUNNING] == 3:
-                break
-            await asyncio.sleep(0.02)
-        assert (await counts(store))[JobStatus.RUNNING] == 3  # two running, one held
-        for _ in range(100):  # both slots stay busy: the held one goes back
-            if (await counts(store))[JobStatus.QUEUED] == 1:
-                break
-            await asyncio.sleep(0.05)
+        assert await until_count(store, JobStatus.RUNNING, 3) == 3  # two running, one held
+        # Both slots stay busy: the held one goes back.
+        assert await until_count(store, JobStatus.QUEUED, 1) == 1
         await asyncio.sleep(0.5)  # and is not claimed again while no slot frees
         [taken] = await queue.claim(other_store, limit=3, lease_seconds=LEASE)
         assert (taken.id, taken.attempts) == (ids[2], 1)  # its held attempt not counted
@@ -727,7 +727,7 @@ async def test_a_job_claimed_ahead_starts_when_a_slot_frees_up(store: Store) -> 
         started.append(job.payload["n"])
         await gates[job.payload["n"]].wait()
 
-    worker = Worker(store, concurrency=2, poll_interval=5.0)
+    worker = Worker(store, concurrency=2, poll_interval=5.0, hold_seconds=30)
     worker.register("test.a", gated)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
@@ -746,11 +746,7 @@ async def test_a_job_claimed_ahead_starts_when_a_slot_frees_up(store: Store) -> 
         assert started[2] == 2
         for gate in gates.values():
             gate.set()
-        for _ in range(200):
-            if (await counts(store))[JobStatus.DONE] == 4:
-                break
-            await asyncio.sleep(0.02)
-        assert (await counts(store))[JobStatus.DONE] == 4
+        assert await until_count(store, JobStatus.DONE, 4) == 4
     finally:
         stop.set()
         await asyncio.wait_for(running, 5)
