@@ -7,6 +7,7 @@ sleeps to let a lease run out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -652,6 +653,20 @@ async def test_the_heartbeat_keeps_a_slow_jobs_lease(store: Store, other_store: 
     assert (done.status, done.attempts) == (JobStatus.DONE, 1)
 
 
+@contextlib.asynccontextmanager
+async def working(worker: Worker, *released: asyncio.Event) -> AsyncIterator[None]:
+    """The worker runs inside the block; after it, ``released`` are set, then it stops."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        for event in released:
+            event.set()
+        stop.set()
+        await asyncio.wait_for(running, 5)
+
+
 async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop(
     store: Store, other_store: Store
 ) -> None:
@@ -677,16 +692,11 @@ async def test_a_busy_worker_holds_a_claimed_ahead_job_and_hands_it_back_on_stop
         hold_seconds=30,
     )
     worker.register("test.a", slow)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with working(worker):
         assert await until_count(store, JobStatus.RUNNING, 3) == 3
         await asyncio.sleep(1.5)  # two and a half leases: the held one's lease is kept too
         assert await queue.claim(other_store, limit=3, lease_seconds=LEASE) == []
         assert (most, len(running_now)) == (2, 2)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 5)
     for job_id in ids:
         released = await row(store, job_id)
         assert (released.status, released.attempts) == (JobStatus.QUEUED, 0)
@@ -703,19 +713,13 @@ async def test_a_job_held_ahead_while_no_slot_frees_goes_back_for_other_workers(
 
     worker = Worker(store, concurrency=2, poll_interval=0.05, hold_seconds=0.3)
     worker.register("test.a", long)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with working(worker, gate):
         assert await until_count(store, JobStatus.RUNNING, 3) == 3  # two running, one held
         # Both slots stay busy: the held one goes back.
         assert await until_count(store, JobStatus.QUEUED, 1) == 1
         await asyncio.sleep(0.5)  # and is not claimed again while no slot frees
         [taken] = await queue.claim(other_store, limit=3, lease_seconds=LEASE)
         assert (taken.id, taken.attempts) == (ids[2], 1)  # its held attempt not counted
-    finally:
-        gate.set()
-        stop.set()
-        await asyncio.wait_for(running, 5)
 
 
 async def test_a_job_claimed_ahead_starts_when_a_slot_frees_up(store: Store) -> None:
@@ -729,9 +733,7 @@ async def test_a_job_claimed_ahead_starts_when_a_slot_frees_up(store: Store) -> 
 
     worker = Worker(store, concurrency=2, poll_interval=5.0, hold_seconds=30)
     worker.register("test.a", gated)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with working(worker):
         for _ in range(100):
             if len(started) == 2 and (await counts(store))[JobStatus.RUNNING] == 3:
                 break
@@ -747,9 +749,6 @@ async def test_a_job_claimed_ahead_starts_when_a_slot_frees_up(store: Store) -> 
         for gate in gates.values():
             gate.set()
         assert await until_count(store, JobStatus.DONE, 4) == 4
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 5)
 
 
 async def test_registering_twice_or_nothing_is_refused(store: Store) -> None:
