@@ -71,7 +71,13 @@ class Hub:
         if not settings.is_sqlite:
             # Every running job holds a connection at times; waiting for the pool would cost
             # more than the connections (the queue measured 3-10x with a pool this size).
-            pool = {"pool_size": settings.worker_concurrency + _SPARE_CONNECTIONS}
+            # No overflow beyond it: the pool is the process's whole share of the server's
+            # connections (README: concurrency + 14 with the hot path's 4), and a burst
+            # waits for a connection instead of taking one another process needed.
+            pool = {
+                "pool_size": settings.worker_concurrency + _SPARE_CONNECTIONS,
+                "max_overflow": 0,
+            }
         store = Store(make_engine(settings.resolved_database_url, **pool))
         master_keys = MasterKeyService(store, settings)
         reload = None if master_keys.from_env else KeyFile(settings.home).load
