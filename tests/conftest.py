@@ -149,7 +149,9 @@ async def fresh_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return load_settings(home=tmp_path / "home", database_url=db_url)
+    # Eight job slots, so a hub's PostgreSQL pool is 18 connections, not 42: the suite runs
+    # tests side by side, some with two hubs, all on one server's 100 connections.
+    return load_settings(home=tmp_path / "home", database_url=db_url, worker_concurrency=8)
 
 
 @pytest.fixture
