@@ -159,6 +159,8 @@ class SyncRunner:
                         await writes.drain()
                         raise batch.error
                 await writes.drain()
+                if walk.stale_statistics:  # grown since: fresh for the runs that follow
+                    await self._refresh_statistics(run)
             finally:
                 await writes.cancel()
                 fetcher.cancel()
@@ -458,9 +460,11 @@ class _Walk:
 
 
 def _past_a_power_of_ten(before: int, after: int) -> bool:
-    """Whether a count went past 1,000, 10,000, 100,000, ...: the contacts table grew by
-    about that much, and its statistics are worth refreshing."""
-    mark = 1000
+    """Whether a count went past 10, 100, 1,000, ...: the contacts table grew by about that
+    much, and its statistics are worth refreshing. From 10: statistics of a table that was
+    empty, or held one contact, rate the tenant index as good as the email index for a
+    lookup by email, and the first thousands of a first sync each read every contact."""
+    mark = 10
     while mark <= after:
         if before < mark:
             return True
