@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from isthmus.hub import Hub
-from isthmus.store.bulk import rows_from, rows_json
+from isthmus.store.bulk import JSONText, rows_from, rows_json
 
 pytestmark = [
     pytest.mark.postgres,
@@ -45,3 +45,17 @@ async def test_no_rows_is_no_rows_and_other_values_are_refused(hub: Hub) -> None
         assert (await conn.execute(SELECT, {"rows": rows_json([])})).all() == []
     with pytest.raises(TypeError, match="set is not a bulk column value"):
         rows_json([("a", {1, 2}, None, None, None)])
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["orjson", "standard encoder"])
+async def test_json_text_goes_in_as_the_json_it_is(hub: Hub, big: bool) -> None:
+    # A 70-bit integer is more than orjson writes: those rows take the standard encoder.
+    at = datetime(2026, 3, 29, 1, 59, 59, tzinfo=UTC)
+    extra = {"n": 2**70 if big else 2**40}
+    rows = [
+        ("text", JSONText('{"b": [1, "x\\"y"], "c": {"d": null}}'), at, 1, None),
+        ("plain", extra, at, 2, None),
+    ]
+    async with hub.store.read() as conn:
+        got = (await conn.execute(SELECT, {"rows": rows_json(rows)})).all()
+    assert [row.doc for row in got] == [{"b": [1, 'x"y'], "c": {"d": None}}, extra]

@@ -16,7 +16,7 @@ from isthmus.domain.ids import new_ids
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.domain.webhooks import SubscriptionStatus
 from isthmus.store import notify, queue
-from isthmus.store.bulk import rows_from, rows_json
+from isthmus.store.bulk import JSONText, rows_from, rows_json
 from isthmus.store.deliveries import PENDING
 from isthmus.store.tables import deliveries, event_types, events
 from isthmus.store.tables import webhook_subscriptions as subs
@@ -130,10 +130,10 @@ _SQLITE_INSERT_EVENT = (
 # plain insert would), and neither are their deliveries; the statement returns the ids of
 # the events it wrote.
 # The events and their deliveries each as one JSON text (``isthmus.store.bulk``); an
-# event's data goes as the JSON text it already is, parsed by the server.
+# event's data goes in as the JSON text it already is (embedded, not quoted: parsed once).
 _EVENT_ROWS = rows_from(
     "events",
-    [("id", "text"), ("type", "text"), ("data", "text"), ("key", "text"), ("hash", "text")],
+    [("id", "text"), ("type", "text"), ("data", "jsonb"), ("key", "text"), ("hash", "text")],
     "e",
 )
 _DELIVERY_ROWS = rows_from(
@@ -152,7 +152,7 @@ _INSERT_PUBLISHED = sa.text(
     WITH ev AS (
         INSERT INTO events (id, tenant_id, type, data, idempotency_key, payload_hash,
                             created_at)
-        SELECT e.id, :tenant_id, e.type, CAST(e.data AS JSONB), e.key, e.hash, :now
+        SELECT e.id, :tenant_id, e.type, e.data, e.key, e.hash, :now
         FROM {_EVENT_ROWS}
         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
         RETURNING id
@@ -270,7 +270,10 @@ async def _insert_published_postgres(
             "now": now,
             "kind": kind,
             "events": rows_json(
-                [(e.id, e.type, e.data_json, e.idempotency_key, e.payload_hash) for e in new_events]
+                [
+                    (e.id, e.type, JSONText(e.data_json), e.idempotency_key, e.payload_hash)
+                    for e in new_events
+                ]
             ),
             "deliveries": rows_json(
                 [
