@@ -122,7 +122,10 @@ async def publishing_reads(
 _SQLITE_INSERT_EVENT = (
     sqlite_insert(events)
     .values(data=sa.bindparam("b_data", type_=sa.Text()))
-    .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+    .on_conflict_do_nothing(
+        index_elements=["tenant_id", "idempotency_key"],
+        index_where=events.c.idempotency_key.is_not(None),
+    )
 )
 
 # PostgreSQL: the whole batch in one statement. Events whose idempotency key another
@@ -154,7 +157,7 @@ _INSERT_PUBLISHED = sa.text(
                             created_at)
         SELECT e.id, :tenant_id, e.type, e.data, e.key, e.hash, :now
         FROM {_EVENT_ROWS}
-        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id
     ), r AS (
         SELECT * FROM {_DELIVERY_ROWS}

@@ -176,7 +176,16 @@ events = sa.Table(
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("payload_hash", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.UniqueConstraint("tenant_id", "idempotency_key"),
+    # Keyed events only: most events (every contact a sync publishes) have no key, and an
+    # index entry each would be written for nothing.
+    sa.Index(
+        "uq_events_tenant_id_idempotency_key",
+        "tenant_id",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+    ),
     sa.Index(None, "tenant_id", "created_at"),
 )
 
