@@ -290,6 +290,12 @@ FORBIDDEN = "has spaces or forbidden characters"
         ({"email": "a@-example.com"}, "invalid email: the domain is not a host name"),
         ({"email": "a@example..com"}, "invalid email: the domain is not a host name"),
         ({"email": "a@10.0.0.1"}, "invalid email: the domain is not a host name"),
+        ({"email": "a@_example.com"}, "invalid email: the domain is not a host name"),
+        ({"email": "a@example-.com"}, "invalid email: the domain is not a host name"),
+        ({"email": "a@" + "b" * 64 + ".com"}, "invalid email: the domain is not a host name"),
+        ({"email": "a@example.com."}, "invalid email: the domain is not a host name"),
+        ({"email": "a@ex!ample.com"}, "invalid email: the domain is not a host name"),
+        ({"email": "a@bü_.de"}, "invalid email: the domain is not a host name"),
         ({"email": "x" * 65 + "@example.com"}, "invalid email: over 64 characters before the @"),
         ({"email": "a@" + "b" * 250 + ".com"}, "invalid email: longer than 254 characters"),
     ],
@@ -313,6 +319,10 @@ def test_a_skip_keeps_the_external_id_for_the_log() -> None:
         ("o'brien@example.ie", "o'brien@example.ie"),
         ("José@Bücher.de", "josé@bücher.de"),
         ("a@xn--bcher-kva.de", "a@xn--bcher-kva.de"),
+        ("a@ex_am-ple.co", "a@ex_am-ple.co"),
+        ("a@" + "b" * 63 + ".com", "a@" + "b" * 63 + ".com"),
+        ("a@9.example.c0m", "a@9.example.c0m"),
+        ("a@bü-cher.example", "a@bü-cher.example"),
     ],
 )
 def test_emails_are_trimmed_and_lower_cased(raw: str, stored: str) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json as json_module
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -36,6 +35,7 @@ from typing import Any, TypeVar
 
 from yarl import URL
 
+from isthmus import jsonread
 from isthmus.connectors.pagination import SinglePage, announced_total
 from isthmus.connectors.retry import RetryPolicy
 from isthmus.connectors.selector import select_records
@@ -391,7 +391,7 @@ class APIClient:
         body: Any = None
         if out.body.strip():
             try:
-                body = json_module.loads(out.body)
+                body = jsonread.loads(out.body)
             except (ValueError, UnicodeDecodeError):
                 if expect_json:
                     raise BadResponse(

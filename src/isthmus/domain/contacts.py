@@ -247,6 +247,9 @@ def _iso(moment: datetime) -> str:
 # Characters no unquoted address holds (quoted local parts are legal and never seen).
 _BAD_CHARS = re.compile(r'[\s\x00-\x1f\x7f"(),:;<>\[\]\\]')
 _LABEL = re.compile(r"^[^\W_](?:[\w-]*[^\W_])?$")
+# The same rule for the usual all-ASCII host, in one match (a sync checks every address).
+_ASCII_LABEL = r"[a-zA-Z0-9](?:[\w-]{0,61}[a-zA-Z0-9])?"
+_ASCII_HOST = re.compile(rf"(?:{_ASCII_LABEL}\.)+{_ASCII_LABEL}", re.ASCII)
 
 
 def normalise_email(value: str) -> str:
@@ -274,7 +277,9 @@ def email_problem(email: str) -> str | None:
     labels = domain.split(".")
     if len(labels) < 2:
         return "the domain needs a dot"
-    if not all(len(label) <= 63 and _LABEL.match(label) for label in labels):
+    if not _ASCII_HOST.fullmatch(domain) and not all(
+        len(label) <= 63 and _LABEL.match(label) for label in labels
+    ):
         return "the domain is not a host name"
     if labels[-1].isdigit():
         return "the domain is not a host name"

@@ -23,6 +23,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from isthmus import jsonread
 from isthmus.errors import StoreUnavailable
 
 log = logging.getLogger("isthmus.store")
@@ -78,6 +79,7 @@ async def _keep_session(_conn: Any) -> None:
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    kwargs.setdefault("json_deserializer", jsonread.loads)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _tune_sqlite(engine)
