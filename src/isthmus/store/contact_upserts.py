@@ -30,6 +30,7 @@ from isthmus.domain.contacts import (
 from isthmus.domain.ids import new_ids
 from isthmus.store.bulk import rows_from, rows_json
 from isthmus.store.contacts import SELECT_CHUNK, contact_values, row_contact
+from isthmus.store.many import execute_many
 from isthmus.store.tables import contacts
 
 
@@ -288,8 +289,8 @@ async def _insert_new(
     # SQLite: one plain executemany, no RETURNING (which SQLAlchemy turns into many small
     # statements); this transaction holds the write lock since it read these emails, so
     # every row goes in, unless a caller broke that rule: then ask which did.
-    result = await conn.execute(_INSERT, [contact_values(c) for c in planned.values()])
-    if result.rowcount == len(planned):
+    inserted = await execute_many(conn, _INSERT, [contact_values(c) for c in planned.values()])
+    if inserted == len(planned):
         return planned
     ids = [c.id for c in planned.values()]
     stored = set(
@@ -308,10 +309,12 @@ async def _write(conn: AsyncConnection, updated: list[Contact], linked: list[Con
             await conn.execute(_PG_LINK, {"ids": [c.id for c in linked], "sources": sources})
         return
     if updated:
-        await conn.execute(_UPDATE, [_update_params(c) for c in updated])
+        await execute_many(conn, _UPDATE, [_update_params(c) for c in updated])
     if linked:
-        await conn.execute(
-            _LINK, [{"b_id": c.id, "b_sources": [s.as_json() for s in c.sources]} for c in linked]
+        await execute_many(
+            conn,
+            _LINK,
+            [{"b_id": c.id, "b_sources": [s.as_json() for s in c.sources]} for c in linked],
         )
 
 

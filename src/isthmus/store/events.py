@@ -18,6 +18,7 @@ from isthmus.domain.webhooks import SubscriptionStatus
 from isthmus.store import notify, queue
 from isthmus.store.bulk import JSONText, rows_from, rows_json
 from isthmus.store.deliveries import PENDING
+from isthmus.store.many import execute_many
 from isthmus.store.tables import deliveries, event_types, events
 from isthmus.store.tables import webhook_subscriptions as subs
 from isthmus.store.types import JSONType
@@ -119,6 +120,7 @@ async def publishing_reads(
     return types, receivers
 
 
+_INSERT_DELIVERIES = deliveries.insert()
 _SQLITE_INSERT_EVENT = (
     sqlite_insert(events)
     .values(data=sa.bindparam("b_data", type_=sa.Text()))
@@ -207,7 +209,8 @@ async def insert_published(
     # statements), the data bound as the text it already is. A write transaction holds
     # SQLite's lock from its BEGIN, so no other one took a key since the caller read them:
     # every row goes in, unless a caller broke that rule; then ask which did.
-    result = await conn.execute(
+    inserted = await execute_many(
+        conn,
         _SQLITE_INSERT_EVENT,
         [
             {
@@ -223,7 +226,7 @@ async def insert_published(
         ],
     )
     written = {e.id for e in new_events}
-    if result.rowcount != len(new_events):
+    if inserted != len(new_events):
         written = set()
         ids = [e.id for e in new_events]
         for start in range(0, len(ids), _SQLITE_CHUNK):
@@ -253,7 +256,7 @@ async def insert_published(
         )
         jobs.append(NewJob(kind, {"deliveryId": delivery_id}, tenant_id, d.due, d.subscription_id))
     if rows:
-        await conn.execute(deliveries.insert(), rows)
+        await execute_many(conn, _INSERT_DELIVERIES, rows)
         await queue.enqueue_many(conn, jobs, now=now)
     return written
 

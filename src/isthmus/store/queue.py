@@ -49,6 +49,7 @@ from isthmus.domain.jobs import FINISHED, JobRow, JobStatus, NewJob
 from isthmus.store import notify
 from isthmus.store.claim import claim as claim  # part of this module's contract
 from isthmus.store.db import Store
+from isthmus.store.many import execute_many
 from isthmus.store.tables import jobs
 from isthmus.store.types import utcnow
 
@@ -72,6 +73,9 @@ async def enqueue(
     """Queue one job in the caller's transaction; returns its id."""
     ids = await enqueue_many(conn, [NewJob(kind, payload, tenant_id, run_at, group)], now=now)
     return ids[0]
+
+
+_INSERT_JOBS = jobs.insert()
 
 
 async def enqueue_many(
@@ -103,7 +107,7 @@ async def enqueue_many(
         )
     if not rows:
         return []
-    await conn.execute(jobs.insert(), rows)
+    await execute_many(conn, _INSERT_JOBS, rows)
     await notify.announce(conn, kinds)
     return ids
 
