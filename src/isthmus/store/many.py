@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -38,33 +39,41 @@ async def execute_many(
     if conn.dialect.name != "sqlite":
         return (await conn.execute(statement, list(rows))).rowcount
     plan = _plan(statement, tuple(rows[0]), conn.dialect)
-    params = [tuple(convert(row[name]) for name, convert in plan.columns) for row in rows]
+    params: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = plan.values(row)
+        for i, convert in plan.converted:
+            values[i] = convert(values[i])
+        params.append(tuple(values))
     return (await conn.exec_driver_sql(plan.sql, params)).rowcount
 
 
 @dataclass(frozen=True)
 class _Plan:
     sql: str
-    columns: tuple[tuple[str, Convert], ...]
+    #: A row's values in the statement's order, as a list (converted in place).
+    values: Callable[[Mapping[str, Any]], list[Any]]
+    #: The positions of the values that need converting, and how.
+    converted: tuple[tuple[int, Convert], ...]
 
 
 @lru_cache(maxsize=64)
 def _plan(statement: UpdateBase, keys: tuple[str, ...], dialect: Dialect) -> _Plan:
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-    names = compiled.positiontup or []
-    columns: list[tuple[str, Convert]] = []
-    for name in names:
+    names = list(compiled.positiontup or [])
+    converted: list[tuple[int, Convert]] = []
+    for i, name in enumerate(names):
         type_ = compiled.binds[name].type
         if isinstance(type_, UTCDateTime):
-            columns.append((name, sqlite_utc))
+            converted.append((i, sqlite_utc))
             continue
         processor = type_._cached_bind_processor(dialect)  # what SQLAlchemy itself runs
-        columns.append((name, processor if processor is not None else _same))
-    return _Plan(compiled.string, tuple(columns))
-
-
-def _same(value: Any) -> Any:
-    return value
+        if processor is not None:
+            converted.append((i, processor))
+    pick = itemgetter(*names)
+    if len(names) == 1:
+        return _Plan(compiled.string, lambda row: [pick(row)], tuple(converted))
+    return _Plan(compiled.string, lambda row: list(pick(row)), tuple(converted))
 
 
 def sqlite_utc(value: datetime | None) -> str | None:
