@@ -109,10 +109,11 @@ async def upsert_many(
 
 async def refresh_statistics(conn: AsyncConnection) -> None:
     """PostgreSQL: ANALYZE the contacts table, for a bulk load that grows it faster than
-    autovacuum follows. Plans made while the table looked empty stay cached and use the
-    tenant index for lookups by email, reading every contact of the tenant per lookup;
-    fresh statistics make them use the email index. In a transaction of its own, holding no
-    row locks: it takes a lock that other ANALYZEs wait for. SQLite: nothing to do."""
+    autovacuum follows. Without statistics (a new or emptied table) the planner rates the
+    tenant index as good as the email index for a lookup by email, and taking it reads
+    every contact of the tenant per lookup; fresh statistics make it take the email index.
+    In a transaction of its own, holding no row locks: it takes a lock that other ANALYZEs
+    wait for, and none that writes wait for. SQLite: nothing to do."""
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.text("ANALYZE contacts"))
 

@@ -141,9 +141,8 @@ class SyncRunner:
             try:
                 while batch := await _next_batch(ready, writes.last()):
                     if walk.stale_statistics:
-                        # Between writes: a write that waits for the one before must
-                        # not find that one waiting for a turn it holds (SQLite).
-                        await writes.drain()
+                        # Beside the writes in flight: ANALYZE takes no lock they wait
+                        # for (SQLite, which has nothing to refresh, does no transaction).
                         await self._refresh_statistics(run)
                         walk.stale_statistics = False
                     if batch.pages:
@@ -209,6 +208,8 @@ class SyncRunner:
         walk.counts, walk.watermark = counts, watermark
 
     async def _refresh_statistics(self, run: SyncRun) -> None:
+        if self.store.dialect != "postgresql":
+            return  # SQLite plans from the table as it is; its writers take turns
         try:
             async with self.store.transaction() as conn:
                 await contact_upserts.refresh_statistics(conn)

@@ -122,7 +122,7 @@ async def publish_many(
     schemas, receivers = await _reads(conn, tenant_id, new_events, prefix)
     overheads = {t: _envelope_bytes(t, now, tenant_id) for t in {e.type for e in new_events}}
     checked = [
-        _checked(e, schemas[e.type], overheads[e.type], max_payload_bytes, prefix(i))
+        _checked(e, schemas[e.type], overheads[e.type], max_payload_bytes, prefix, i)
         for i, e in enumerate(new_events)
     ]
     digests = [digest for digest, _text in checked]
@@ -224,11 +224,13 @@ def _checked(
     schema: dict[str, Any] | None,
     envelope_bytes: int,
     max_payload_bytes: int,
-    prefix: str,
+    prefix: Callable[[int], str],
+    index: int,
 ) -> tuple[str, str]:
     """The event's payload hash and its data serialised, once its data, size, schema and
-    key pass (``envelope_bytes``: the body's size without the data). Only a key's repeat
-    is ever compared: an event without one gets no hash (a sync publishes thousands)."""
+    key pass (``envelope_bytes``: the body's size without the data; ``prefix(index)``
+    names the event in an error's fields). Only a key's repeat is ever compared: an event
+    without one gets no hash (a sync publishes thousands)."""
     try:
         text = data_json(event.data) if event.text is None else event.text  # InvalidInput
         size = envelope_bytes + (len(text) if text.isascii() else len(text.encode()))
@@ -245,10 +247,11 @@ def _checked(
                 "idempotencyKey", f"between 1 and {MAX_IDEMPOTENCY_KEY} characters"
             )
     except InvalidInput as exc:
-        if not prefix:
+        where = prefix(index)  # made only for an error: a sync publishes thousands
+        if not where:
             raise
-        fields = [FieldError(prefix + e.field, e.message) for e in exc.errors]
-        raise type(exc)(f"{prefix.rstrip('.')}: {exc}", fields) from exc
+        fields = [FieldError(where + e.field, e.message) for e in exc.errors]
+        raise type(exc)(f"{where.rstrip('.')}: {exc}", fields) from exc
     return (_hash(event.type, text) if event.idempotency_key is not None else ""), text
 
 
