@@ -10,22 +10,31 @@ parser then reads the text, and raises what it raises.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+# Digits to b"1", every other byte to b"0": a run of 19 digits is then a plain substring
+# search (a regular expression scanned a page five times slower than orjson parses it).
+_DIGITS = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
+_LONG_RUN = b"1" * 19
 
 
 def loads(data: str | bytes | bytearray) -> Any:
     """``json.loads(data)``, faster. Raises ``ValueError`` (``json.JSONDecodeError``, or
     ``UnicodeDecodeError`` for undecodable bytes) as ``json.loads`` does."""
-    digits = _LONG_DIGITS.search(data) if isinstance(data, str) else _LONG_DIGITS_BYTES.search(data)
-    if digits is None:
+    if not _long_digits(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
     return json.loads(data)
+
+
+def _long_digits(data: str | bytes | bytearray) -> bool:
+    if isinstance(data, str):
+        try:
+            data = data.encode()
+        except UnicodeEncodeError:  # lone surrogates: orjson refuses them anyway
+            return True
+    return _LONG_RUN in data.translate(_DIGITS)
