@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from isthmus.domain.contacts import (
@@ -174,16 +175,19 @@ _ROWS = rows_from(
         ("updated_at", "timestamptz"),
     ],
 )
-_PG_INSERT = sa.text(
-    f"""
+_PG_INSERT_ROWS = f"""
     INSERT INTO contacts (id, tenant_id, email, first_name, last_name, phone, company,
                           job_title, custom, sources, hash, created_at, updated_at)
     SELECT r.id, :tenant_id, r.email, r.first_name, r.last_name, r.phone, r.company,
            r.job_title, r.custom, r.sources, r.hash, r.updated_at, r.updated_at
     FROM {_ROWS}
-    ON CONFLICT (tenant_id, email) DO NOTHING
-    RETURNING email
     """  # noqa: S608 - a constant; every value is a bound parameter
+# New contacts go in with a plain INSERT (ON CONFLICT's speculative insertion costs a
+# quarter of the statement's server time); only when another transaction took one of the
+# emails since they were read does the batch go again, skipping what is taken.
+_PG_INSERT = sa.text(_PG_INSERT_ROWS + " RETURNING email")
+_PG_INSERT_SKIPPING_TAKEN = sa.text(
+    _PG_INSERT_ROWS + " ON CONFLICT (tenant_id, email) DO NOTHING RETURNING email"
 )
 _PG_UPDATE = sa.text(
     f"""
@@ -285,7 +289,11 @@ async def _insert_new(
     }
     if conn.dialect.name == "postgresql":
         params = {"tenant_id": tenant_id, **_arrays(list(planned.values()))}
-        result = await conn.execute(_PG_INSERT, params)
+        try:
+            async with conn.begin_nested():  # a savepoint: a lost race undoes this alone
+                result = await conn.execute(_PG_INSERT, params)
+        except IntegrityError:
+            result = await conn.execute(_PG_INSERT_SKIPPING_TAKEN, params)
         return {email: planned[email] for (email,) in result}
     # SQLite: one plain executemany, no RETURNING (which SQLAlchemy turns into many small
     # statements); this transaction holds the write lock since it read these emails, so

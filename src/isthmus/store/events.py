@@ -152,14 +152,22 @@ _DELIVERY_ROWS = rows_from(
         ("due", "timestamptz"),
     ],
 )
-_INSERT_PUBLISHED = sa.text(
-    f"""
+
+
+def _insert_published_sql(keyed: bool) -> sa.TextClause:
+    on_conflict = (
+        "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        if keyed
+        else ""
+    )
+    return sa.text(
+        f"""
     WITH ev AS (
         INSERT INTO events (id, tenant_id, type, data, idempotency_key, payload_hash,
                             created_at)
         SELECT e.id, :tenant_id, e.type, e.data, e.key, e.hash, :now
         FROM {_EVENT_ROWS}
-        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        {on_conflict}
         RETURNING id
     ), r AS (
         SELECT * FROM {_DELIVERY_ROWS}
@@ -179,7 +187,12 @@ _INSERT_PUBLISHED = sa.text(
     )
     SELECT id FROM ev
     """  # noqa: S608 - constants only; every value is a bound parameter
-).bindparams(sa.bindparam("now", type_=events.c.created_at.type))
+    ).bindparams(sa.bindparam("now", type_=events.c.created_at.type))
+
+
+# Events without keys cannot conflict (their ids are new): no speculative insertion.
+_INSERT_PUBLISHED = _insert_published_sql(keyed=True)
+_INSERT_PUBLISHED_UNKEYED = _insert_published_sql(keyed=False)
 
 
 async def insert_published(
@@ -269,8 +282,9 @@ async def _insert_published_postgres(
     new_events: Sequence[EventRow],
     new_deliveries: Sequence[DeliveryRow],
 ) -> set[str]:
+    keyed = any(e.idempotency_key is not None for e in new_events)
     result = await conn.execute(
-        _INSERT_PUBLISHED,
+        _INSERT_PUBLISHED if keyed else _INSERT_PUBLISHED_UNKEYED,
         {
             "tenant_id": tenant_id,
             "now": now,
