@@ -23,18 +23,15 @@ _LONG_RUN = b"1" * 19
 def loads(data: str | bytes | bytearray) -> Any:
     """``json.loads(data)``, faster. Raises ``ValueError`` (``json.JSONDecodeError``, or
     ``UnicodeDecodeError`` for undecodable bytes) as ``json.loads`` does."""
-    if not _long_digits(data):
+    raw = data
+    if isinstance(data, str):
         try:
-            return orjson.loads(data)
+            raw = data.encode()  # once, for the digit check and for orjson
+        except UnicodeEncodeError:  # lone surrogates: orjson refuses them anyway
+            return json.loads(data)
+    if _LONG_RUN not in raw.translate(_DIGITS):
+        try:
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     return json.loads(data)
-
-
-def _long_digits(data: str | bytes | bytearray) -> bool:
-    if isinstance(data, str):
-        try:
-            data = data.encode()
-        except UnicodeEncodeError:  # lone surrogates: orjson refuses them anyway
-            return True
-    return _LONG_RUN in data.translate(_DIGITS)

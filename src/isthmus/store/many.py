@@ -4,8 +4,8 @@ SQLAlchemy runs an ``executemany`` row by row and value by value through its par
 processing (a dict per row, then a type's processor per value, datetimes formatted anew
 each time): half of a SQLite sync's event-loop time went there. Here the statement is
 compiled once (per statement and set of keys), each value goes through its column type's
-own processor, a UTC timestamp through an equal, cached formatter (a batch's rows share
-their times), and the driver gets plain tuples. What is stored is what SQLAlchemy stores.
+own processor (a UTC timestamp's cached: a batch's rows share their times), and the driver
+gets plain tuples. What is stored is what SQLAlchemy stores.
 PostgreSQL keeps SQLAlchemy's path (its bulk statements take JSON rows: ``bulk``).
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -64,32 +63,13 @@ def _plan(statement: UpdateBase, keys: tuple[str, ...], dialect: Dialect) -> _Pl
     converted: list[tuple[int, Convert]] = []
     for i, name in enumerate(names):
         type_ = compiled.binds[name].type
-        if isinstance(type_, UTCDateTime):
-            converted.append((i, sqlite_utc))
-            continue
         processor = type_._cached_bind_processor(dialect)  # what SQLAlchemy itself runs
+        if processor is not None and isinstance(type_, UTCDateTime):
+            # A write's rows share their few times: each is formatted once.
+            processor = lru_cache(maxsize=256)(processor)
         if processor is not None:
             converted.append((i, processor))
     pick = itemgetter(*names)
     if len(names) == 1:
         return _Plan(compiled.string, lambda row: [pick(row)], tuple(converted))
     return _Plan(compiled.string, lambda row: list(pick(row)), tuple(converted))
-
-
-def sqlite_utc(value: datetime | None) -> str | None:
-    """A ``UTCDateTime`` as SQLite stores it: UTC, microseconds always written (so stored
-    times compare as text in time order)."""
-    if value is None:
-        return None
-    return _utc_text(value)
-
-
-@lru_cache(maxsize=256)
-def _utc_text(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the store")
-    v = value.astimezone(UTC)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
