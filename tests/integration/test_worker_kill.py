@@ -1,6 +1,6 @@
 """A worker killed with SIGKILL mid-run loses nothing (PostgreSQL, two worker processes).
 
-Two real worker processes (``worker_kill_proc.py``) share 5,000 jobs; one is killed while it
+Two real worker processes (``worker_kill_proc.py``) share 2,000 jobs; one is killed while it
 holds leased jobs. Every job must end ``done``, and the jobs the dead worker had started but
 not completed must go out from the other one once their 2 s lease runs out. The handler
 records each job in ``processed`` in the transaction that completes it, so each job's effect
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.postgres
 
 PROC = Path(__file__).with_name("worker_kill_proc.py")
 KIND = "test.record"
-JOBS = 5_000
+JOBS = 2_000
 LEASE_SECONDS = 2.0  # as in worker_kill_proc.py
 DEADLINE = 120.0  # for the whole run, which takes seconds
 
@@ -166,7 +166,7 @@ async def test_sigkill_mid_run_loses_no_job(
         return fresh and done_by_a >= 100 and await processed_by("b") >= 500
 
     await until("both workers to be well under way", well_under_way, procs, deadline)
-    a.kill()  # SIGKILL, while it holds up to 16 leased jobs
+    a.kill()  # SIGKILL, while it holds up to 8 leased jobs
     killed = time.monotonic()
     async with store.read() as conn:
         killed_at = (await conn.execute(sa.text("SELECT clock_timestamp()"))).scalar_one()

@@ -23,7 +23,7 @@ from isthmus.worker import Job, Worker
 
 KIND = "test.record"
 LEASE_SECONDS = 2.0
-CONCURRENCY = 16
+CONCURRENCY = 8
 
 _RECORD = sa.text("INSERT INTO processed (job_id, worker, attempt) VALUES (:job, :worker, :n)")
 

@@ -19,12 +19,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from isthmus import jsonread
 from isthmus.errors import StoreUnavailable
+from isthmus.store import connect
 
 log = logging.getLogger("isthmus.store")
 
@@ -97,7 +98,12 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     server_settings.setdefault("plan_cache_mode", "force_custom_plan")
     server_settings.setdefault("jit", "off")
     connect_args["server_settings"] = server_settings
-    engine = create_async_engine(url, connect_args=connect_args, **kwargs)
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def open_connection() -> Any:
+        return await connect.connect(dsn, **connect_args)
+
+    engine = create_async_engine(url, async_creator=open_connection, **kwargs)
     _ping_when_idle(engine)
     return engine
 
@@ -287,6 +293,7 @@ class Store:
         dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         return await asyncpg.create_pool(
             dsn,
+            connect=connect.connect,
             min_size=0,
             max_size=HOT_POOL_SIZE,
             max_inactive_connection_lifetime=HOT_POOL_IDLE_SECONDS,
