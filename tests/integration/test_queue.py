@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from isthmus.coalescer import Coalescer
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.errors import StoreUnavailable
 from isthmus.hub import Hub
-from isthmus.store import queue, tenants
+from isthmus.store import db, queue, tenants
 from isthmus.store.db import Store, after_commit, make_engine
 from isthmus.store.notify import wakeup_for
 from isthmus.store.types import utcnow
@@ -396,6 +397,31 @@ async def test_sqlite_writers_take_their_turns_in_arrival_order(store: Store) ->
     await asyncio.wait_for(asyncio.gather(first, *later), 10)
     assert order == ["first", "second", "third", "fourth"]
     assert (await counts(store))[JobStatus.QUEUED] == 4
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_sqlite_writer_kept_waiting_past_its_turn_says_so_and_still_writes(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(db, "SQLITE_TURN_SECONDS", 0.2)
+    holding = asyncio.Event()
+
+    async def slow_write() -> None:
+        async with store.transaction() as conn:
+            await queue.enqueue(conn, kind="test.a", payload={"by": "slow"}, now=T0)
+            holding.set()
+            await asyncio.sleep(0.6)
+
+    slow = asyncio.create_task(slow_write())
+    await asyncio.wait_for(holding.wait(), 10)
+    with caplog.at_level(logging.WARNING, logger="isthmus.store"):
+        async with store.transaction() as conn:  # waits 0.2 s in turn, then for SQLite
+            await queue.enqueue(conn, kind="test.a", payload={"by": "next"}, now=T0)
+    await slow
+    assert [r.getMessage() for r in caplog.records] == [
+        "a write waited 0.2 s for its turn in this process; SQLite's own wait decides now"
+    ]
+    assert (await counts(store))[JobStatus.QUEUED] == 2
 
 
 @pytest.mark.postgres

@@ -218,7 +218,11 @@ class Store:
             async with asyncio.timeout(SQLITE_TURN_SECONDS):
                 await lock.acquire()
         except TimeoutError:
-            yield  # SQLite's own wait for the database decides
+            log.warning(
+                "a write waited %g s for its turn in this process; SQLite's own wait decides now",
+                SQLITE_TURN_SECONDS,
+            )
+            yield
             return
         try:
             yield
