@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets as _secrets
+import shutil
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -123,10 +124,32 @@ async def _empty_postgres(url: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite file, made once per test process: each test gets a copy
+    (migrating a new file costs a fifth of a second, copying one a millisecond)."""
+    path = tmp_path_factory.mktemp("template") / "isthmus.db"
+
+    async def create() -> None:
+        url = load_settings(database_url=f"sqlite:///{path}").resolved_database_url
+        store = Store(make_engine(url))
+        try:
+            await migrate.upgrade(store)
+        finally:
+            await store.close()
+
+    _run_apart(create())
+    # Closed cleanly, the last connection folded the write-ahead log into the file.
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
 @pytest.fixture(params=_BOTH)
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The store's URL: a new SQLite file; then PostgreSQL, migrated and empty."""
+    """The store's URL, migrated and empty: a new SQLite file, then PostgreSQL."""
     if request.param == "sqlite":
+        template: Path = request.getfixturevalue("_sqlite_template")
+        shutil.copyfile(template, tmp_path / "isthmus.db")
         yield f"sqlite:///{tmp_path / 'isthmus.db'}"
         return
     url: str = request.getfixturevalue("_shared_postgres")
