@@ -5,6 +5,7 @@ would look changed at the next sync)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -14,6 +15,7 @@ import pytest
 
 from isthmus.domain.contacts import (
     Contact,
+    Mapped,
     Source,
     contact_hash,
     contact_json,
@@ -91,3 +93,38 @@ def test_the_change_hash_is_taken_over_the_encoders_canonical_json() -> None:
         fields = [c.email, c.first_name, c.last_name, c.phone, c.company, c.job_title, c.custom]
         text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert contact_hash(c) == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_bulk_constructors_make_what_the_dataclasses_make() -> None:
+    rng = random.Random(11)
+    for _ in range(200):
+        like = _contact(rng)
+        fields = {
+            name: getattr(like, name)
+            for name in ("email", "first_name", "last_name", "phone", "company", "job_title")
+        }
+        external_id = rng.choice([None, "17"])
+        mapped = Mapped.made(**fields, custom=like.custom, external_id=external_id)
+        plain = Mapped(**fields, custom=like.custom, external_id=external_id)
+        assert mapped == plain
+        assert mapped.hash == plain.hash == contact_hash(plain)
+
+        for source in (mapped, plain):
+            made = Contact.new_from(
+                source, id=like.id, tenant_id="ten_1", sources=like.sources, now=like.created_at
+            )
+            expected = Contact(
+                **fields,
+                custom=like.custom,
+                id=like.id,
+                tenant_id="ten_1",
+                sources=like.sources,
+                hash=plain.hash,
+                created_at=like.created_at,
+                updated_at=like.created_at,
+            )
+            assert made == expected
+            assert repr(made) == repr(expected)
+            assert dataclasses.replace(made, phone="1") == dataclasses.replace(expected, phone="1")
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                made.email = "other@example.com"  # type: ignore[misc]

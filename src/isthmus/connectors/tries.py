@@ -22,6 +22,7 @@ class Try:
     out: OutboundResponse | None = None
     error: OutboundError | None = None
     elapsed: float = 0.0
+    _shown: tuple[OutboundResponse, str] | None = field(default=None, init=False, repr=False)
 
     def sent_url(self) -> URL:
         if self.out is not None:
@@ -29,7 +30,16 @@ class Try:
         return URL(self.request.url).extend_query(self.request.params)
 
     def shown_url(self) -> str:
-        """The URL as logs and errors may show it: ``redact_url`` plus the auth's values."""
+        """The URL as logs and errors may show it: ``redact_url`` plus the auth's values.
+        Once the response is in, the answer is kept (the response and the log both ask)."""
+        if self.out is not None and self._shown is not None and self._shown[0] is self.out:
+            return self._shown[1]
+        shown = self._shown_now()
+        if self.out is not None:
+            self._shown = (self.out, shown)
+        return shown
+
+    def _shown_now(self) -> str:
         sent = self.sent_url()
         if self.secret_names and sent.query_string:
             sent = sent.with_query(

@@ -259,7 +259,7 @@ def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
         value = path.get(record)
         if value is not None:
             custom[name] = _without_nul(value)
-    return Mapped(
+    return Mapped.made(
         email=email,
         first_name=clean_text(raw["firstName"], MAX_LENGTHS["firstName"]),
         last_name=clean_text(raw["lastName"], MAX_LENGTHS["lastName"]),

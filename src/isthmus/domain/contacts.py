@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 #: The canonical fields, as the API and mappings name them.
 CANONICAL_FIELDS = ("email", "firstName", "lastName", "phone", "company", "jobTitle")
@@ -23,6 +23,8 @@ MAX_LENGTHS = {"firstName": 200, "lastName": 200, "phone": 100, "company": 300, 
 #: RFC 5321 caps a path at 256 octets including its angle brackets, the local part at 64.
 MAX_EMAIL, MAX_LOCAL_PART = 254, 64
 MAX_CUSTOM_NAME = 100
+
+_T = TypeVar("_T")
 
 # -- the contact ------------------------------------------------------------------------------
 
@@ -55,6 +57,15 @@ class ContactFields:
     custom: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _frozen(cls: type[_T], values: dict[str, Any]) -> _T:
+    """An instance of the frozen dataclass ``cls`` holding ``values``, which name every
+    field, made without the generated ``__init__``: that sets each field through
+    ``object.__setattr__``, three times the cost, and a sync makes two objects per record."""
+    made = object.__new__(cls)
+    object.__setattr__(made, "__dict__", values)
+    return made
+
+
 @dataclass(frozen=True, kw_only=True)
 class Contact(ContactFields):
     """A stored contact. ``hash`` is :func:`contact_hash` of its fields."""
@@ -65,6 +76,22 @@ class Contact(ContactFields):
     hash: str
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def new_from(
+        cls,
+        mapped: Mapped,
+        *,
+        id: str,
+        tenant_id: str,
+        sources: tuple[Source, ...],
+        now: datetime,
+    ) -> Contact:
+        """A new contact of a synced record: its fields and hash, created and updated now."""
+        values = dict(vars(mapped))
+        del values["external_id"]  # in ``sources``
+        values.update(id=id, tenant_id=tenant_id, sources=sources, created_at=now, updated_at=now)
+        return _frozen(cls, values)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +105,34 @@ class Mapped(ContactFields):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash", contact_hash(self))
+
+    @classmethod
+    def made(
+        cls,
+        *,
+        email: str,
+        first_name: str | None,
+        last_name: str | None,
+        phone: str | None,
+        company: str | None,
+        job_title: str | None,
+        custom: Mapping[str, Any],
+        external_id: str | None,
+    ) -> Mapped:
+        """``Mapped(...)`` with every field given, for the mapping of each synced record."""
+        values = {
+            "email": email,
+            "first_name": first_name,
+            "last_name": last_name,
+            "phone": phone,
+            "company": company,
+            "job_title": job_title,
+            "custom": custom,
+            "external_id": external_id,
+        }
+        mapped = _frozen(cls, values)
+        values["hash"] = contact_hash(mapped)
+        return mapped
 
 
 def contact_hash(fields: ContactFields) -> str:

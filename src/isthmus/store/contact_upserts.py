@@ -270,20 +270,12 @@ async def _insert_new(
         return {}
     ids = new_ids("con", len(fresh))
     planned = {
-        m.email: Contact(
+        m.email: Contact.new_from(
+            m,
             id=contact_id,
             tenant_id=tenant_id,
-            email=m.email,
-            first_name=m.first_name,
-            last_name=m.last_name,
-            phone=m.phone,
-            company=m.company,
-            job_title=m.job_title,
-            custom=m.custom,
             sources=(Source(integration_id, m.external_id),),
-            hash=m.hash,
-            created_at=now,
-            updated_at=now,
+            now=now,
         )
         for m, contact_id in zip(fresh, ids, strict=True)
     }

@@ -125,6 +125,10 @@ class SyncRunner:
                 conn, tenant_id, run_id, Outcome(walk.counts, error), now=job.clock()
             )
             await job.complete_in(conn)
+        if walk.stale_statistics:
+            # Grown since the last refresh: fresh for the runs that follow. After the run's
+            # end is recorded: its contacts are all there by then, and this is upkeep.
+            await self._refresh_statistics(walk.run)
 
     async def _walk(self, job: Job, walk: _Walk, mapping: FieldMapping) -> None:
         run = walk.run
@@ -158,8 +162,6 @@ class SyncRunner:
                         await writes.drain()
                         raise batch.error
                 await writes.drain()
-                if walk.stale_statistics:  # grown since: fresh for the runs that follow
-                    await self._refresh_statistics(run)
             finally:
                 await writes.cancel()
                 fetcher.cancel()
