@@ -155,11 +155,17 @@ _DELIVERY_ROWS = rows_from(
 
 
 def _insert_published_sql(keyed: bool) -> sa.TextClause:
-    on_conflict = (
-        "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-        if keyed
-        else ""
-    )
+    # Keyed events may lose their key to another transaction: only the events written, and
+    # their deliveries, go in, and the statement names them. Events without keys cannot
+    # conflict (their ids are new): no speculative insertion, no filter, nothing returned.
+    if keyed:
+        on_conflict = (
+            "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+            "DO NOTHING RETURNING id"
+        )
+        written, answer = "WHERE r.event_id IN (SELECT id FROM ev)", "SELECT id FROM ev"
+    else:
+        on_conflict, written, answer = "", "", "SELECT NULL LIMIT 0"
     return sa.text(
         f"""
     WITH ev AS (
@@ -168,10 +174,9 @@ def _insert_published_sql(keyed: bool) -> sa.TextClause:
         SELECT e.id, :tenant_id, e.type, e.data, e.key, e.hash, :now
         FROM {_EVENT_ROWS}
         {on_conflict}
-        RETURNING id
     ), r AS (
         SELECT * FROM {_DELIVERY_ROWS}
-        WHERE r.event_id IN (SELECT id FROM ev)
+        {written}
     ), d AS (
         INSERT INTO deliveries (id, tenant_id, event_id, subscription_id, event_type, status,
                                 attempts, next_attempt_at, created_at, updated_at)
@@ -185,12 +190,11 @@ def _insert_published_sql(keyed: bool) -> sa.TextClause:
                subscription_id, '{JobStatus.QUEUED.value}', due, 0, :now, :now
         FROM r
     )
-    SELECT id FROM ev
+    {answer}
     """  # noqa: S608 - constants only; every value is a bound parameter
     ).bindparams(sa.bindparam("now", type_=events.c.created_at.type))
 
 
-# Events without keys cannot conflict (their ids are new): no speculative insertion.
 _INSERT_PUBLISHED = _insert_published_sql(keyed=True)
 _INSERT_PUBLISHED_UNKEYED = _insert_published_sql(keyed=False)
 
@@ -308,6 +312,8 @@ async def _insert_published_postgres(
             ),
         },
     )
+    if not keyed:
+        return {e.id for e in new_events}
     return {row[0] for row in result}
 
 
