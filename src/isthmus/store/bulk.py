@@ -7,10 +7,10 @@ text is made by orjson in a fraction of that, and the server unpacks it::
 
     FROM (SELECT r->>0 AS id, r->1 AS custom, ... FROM jsonb_array_elements(...)) AS r
 
-Text columns come out with ``->>`` (JSON null is SQL NULL), JSON columns with ``->``
-(nested values go in as they are, not encoded twice; a value that is JSON text already goes
-in as :class:`JSONText`, neither quoted nor parsed here), timestamps as ISO 8601 text cast
-back, integers and floats cast from their text.
+Text columns come out with ``->>`` (JSON null is SQL NULL), ``jsonb`` columns with ``->``
+(nested values go in as they are, not encoded twice), ``json`` columns from a value that is
+JSON text already, sent as a string and kept as those very characters (the server only
+checks it), timestamps as ISO 8601 text cast back, integers and floats cast from their text.
 """
 
 from __future__ import annotations
@@ -22,30 +22,12 @@ from typing import Any, Literal
 
 import orjson
 
-Kind = Literal["text", "jsonb", "timestamptz", "integer", "float8"]
-
-
-class JSONText:
-    """A ``jsonb`` column's value that is JSON text already (an event's data as signed).
-    Not a dataclass: orjson would write a dataclass as an object of its fields."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _embedded(value: object) -> Any:
-    if isinstance(value, JSONText):
-        return orjson.Fragment(value.text)
-    raise TypeError(f"{type(value).__name__} is not a bulk column value")
+Kind = Literal["text", "json", "jsonb", "timestamptz", "integer", "float8"]
 
 
 def _default(value: object) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, JSONText):
-        return json.loads(value.text)
     raise TypeError(f"{type(value).__name__} is not a bulk column value")
 
 
@@ -59,7 +41,7 @@ def rows_json(rows: Iterable[Sequence[Any]]) -> str:
         # orjson writes datetimes as ``isoformat`` does; it refuses what JSON numbers and
         # UTF-8 cannot carry exactly (integers past 64 bits, lone surrogates): those rows go
         # through the standard encoder, which writes them as before or refuses them too.
-        return orjson.dumps(listed, default=_embedded).decode()
+        return orjson.dumps(listed).decode()
     except TypeError:
         return _ENCODER.encode(listed)
 
@@ -78,4 +60,6 @@ def _pick(index: int, name: str, kind: Kind) -> str:
         return f"v->>{index} AS {name}"
     if kind == "jsonb":
         return f"v->{index} AS {name}"
+    if kind == "json":
+        return f"CAST(v->>{index} AS JSON) AS {name}"
     return f"CAST(v->>{index} AS {kind.upper()}) AS {name}"

@@ -16,7 +16,7 @@ from isthmus.domain.ids import new_ids
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.domain.webhooks import SubscriptionStatus
 from isthmus.store import notify, queue
-from isthmus.store.bulk import JSONText, rows_from, rows_json
+from isthmus.store.bulk import rows_from, rows_json
 from isthmus.store.deliveries import PENDING
 from isthmus.store.many import execute_many
 from isthmus.store.tables import deliveries, event_types, events
@@ -135,10 +135,10 @@ _SQLITE_INSERT_EVENT = (
 # plain insert would), and neither are their deliveries; the statement returns the ids of
 # the events it wrote.
 # The events and their deliveries each as one JSON text (``isthmus.store.bulk``); an
-# event's data goes in as the JSON text it already is (embedded, not quoted: parsed once).
+# event's data goes in as the JSON text it already is, and stays that text (``json``).
 _EVENT_ROWS = rows_from(
     "events",
-    [("id", "text"), ("type", "text"), ("data", "jsonb"), ("key", "text"), ("hash", "text")],
+    [("id", "text"), ("type", "text"), ("data", "json"), ("key", "text"), ("hash", "text")],
     "e",
 )
 _DELIVERY_ROWS = rows_from(
@@ -294,10 +294,7 @@ async def _insert_published_postgres(
             "now": now,
             "kind": kind,
             "events": rows_json(
-                [
-                    (e.id, e.type, JSONText(e.data_json), e.idempotency_key, e.payload_hash)
-                    for e in new_events
-                ]
+                [(e.id, e.type, e.data_json, e.idempotency_key, e.payload_hash) for e in new_events]
             ),
             "deliveries": rows_json(
                 [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from isthmus.store.types import JSONType, UTCDateTime
+from isthmus.store.types import JSONTextType, JSONType, UTCDateTime
 
 metadata = sa.MetaData(
     naming_convention={
@@ -172,7 +172,8 @@ events = sa.Table(
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("tenant_id", sa.String(40), nullable=False),
     sa.Column("type", sa.String(100), nullable=False),
-    sa.Column("data", JSONType, nullable=False),
+    # Written once, read whole to be sent: kept as the text published (see JSONTextType).
+    sa.Column("data", JSONTextType, nullable=False),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("payload_hash", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
