@@ -23,7 +23,7 @@ from sqlalchemy import event, make_url, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from isthmus import jsonread
+from isthmus import jsonread, jsonwrite
 from isthmus.errors import StoreUnavailable
 from isthmus.store import connect
 
@@ -81,6 +81,7 @@ async def _keep_session(_conn: Any) -> None:
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("json_deserializer", jsonread.loads)
+    kwargs.setdefault("json_serializer", jsonwrite.dumps)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _tune_sqlite(engine)
