@@ -125,9 +125,7 @@ class SyncRunner:
                 conn, tenant_id, run_id, Outcome(walk.counts, error), now=job.clock()
             )
             await job.complete_in(conn)
-        if walk.stale_statistics:
-            # Grown since the last refresh: fresh for the runs that follow. After the run's
-            # end is recorded: its contacts are all there by then, and this is upkeep.
+        if walk.stale_statistics:  # upkeep for the runs that follow, once this one has ended
             await self._refresh_statistics(walk.run)
 
     async def _walk(self, job: Job, walk: _Walk, mapping: FieldMapping) -> None:
