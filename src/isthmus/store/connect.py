@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import URL, make_url
 
 from isthmus.errors import StoreUnavailable
 
@@ -30,6 +31,12 @@ LONGEST_PAUSE_SECONDS = 1.0
 #: The refusals that pass: the server's or a database's or a role's connection limit, and a
 #: server starting up or shutting down.
 BUSY = (asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError)
+
+
+def dsn(url: str | URL) -> str:
+    """The store's SQLAlchemy URL as the libpq-style DSN asyncpg takes (its query, such as
+    ``sslmode``, read by asyncpg itself)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def connect(*args: Any, patience: float | None = None, **kwargs: Any) -> Any:

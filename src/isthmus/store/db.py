@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import event, make_url, text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -99,7 +99,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     server_settings.setdefault("plan_cache_mode", "force_custom_plan")
     server_settings.setdefault("jit", "off")
     connect_args["server_settings"] = server_settings
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    dsn = connect.dsn(url)
 
     async def open_connection() -> Any:
         return await connect.connect(dsn, **connect_args)
@@ -295,9 +295,8 @@ class Store:
         return await asyncio.shield(made)
 
     async def _make_hot_pool(self) -> Any:
-        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         return await asyncpg.create_pool(
-            dsn,
+            connect.dsn(self.engine.url),
             connect=connect.connect,
             min_size=0,
             max_size=HOT_POOL_SIZE,

@@ -132,8 +132,7 @@ _SQLITE_INSERT_EVENT = (
 
 # PostgreSQL: the whole batch in one statement. Events whose idempotency key another
 # transaction took meanwhile are not written (ON CONFLICT waits for that transaction, as a
-# plain insert would), and neither are their deliveries; the statement returns the ids of
-# the events it wrote.
+# plain insert would), and neither are their deliveries (see ``_insert_published_sql``).
 # The events and their deliveries each as one JSON text (``isthmus.store.bulk``); an
 # event's data goes in as the JSON text it already is, and stays that text (``json``).
 _EVENT_ROWS = rows_from(

@@ -35,6 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from isthmus.store import connect
 from isthmus.store.db import Store, after_commit
 
 log = logging.getLogger("isthmus.queue")
@@ -144,8 +145,7 @@ def wakeup_for(store: Store, kinds: Iterable[str] | None = None) -> WakeUp:
     wanted = frozenset(kinds) if kinds is not None else None
     url = store.engine.url
     if url.get_backend_name() == "postgresql":
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return PostgresWakeUp(dsn, wanted)
+        return PostgresWakeUp(connect.dsn(url), wanted)
     return LocalWakeUp(_local_key(store.engine.sync_engine), wanted)
 
 
