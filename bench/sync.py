@@ -36,6 +36,11 @@ RSS (``getrusage``) of each contender's process. Targets: the first sync at leas
 and at least 0.5x the bare loop, on PostgreSQL and SQLite alike; the syncing process at
 most 300 MB.
 
+After isthmus's PostgreSQL run, the database floor (``dbfloor``): the server's own CPU to
+write the rows that first sync left (contacts, events, deliveries, jobs: copied aside and
+written back with one ``INSERT ... SELECT`` each), and from it and the bare loop's CPU per
+record the ceiling no sync of this shape passes on this machine's cores.
+
 Every child process is bounded by a timeout; the scratch databases are dropped and the
 temporary files removed at the end, whatever happened.
 """
@@ -56,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import dbfloor
 from aiohttp import web
 from benchsupport import ServerProcess, create_database, drop_database, serve_forever
 
@@ -202,7 +208,7 @@ async def bare_main(base: str) -> None:
     rows = 0
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession(headers=headers) as session:
-        started = time.perf_counter()
+        cpu, started = time.process_time(), time.perf_counter()
         after: str | None = "0"
         while after is not None:
             params = {"limit": str(PAGE_SIZE), "after": after}
@@ -211,8 +217,8 @@ async def bare_main(base: str) -> None:
                 body = json.loads(await r.read())
             rows += len(body["results"])
             after = body.get("paging", {}).get("next", {}).get("after")
-        seconds = time.perf_counter() - started
-    report({"rows": rows, "seconds": seconds})
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    report({"rows": rows, "seconds": seconds, "cpu_seconds": cpu})
 
 
 # -- dlt --------------------------------------------------------------------------------------
@@ -407,6 +413,7 @@ def bench(args: argparse.Namespace) -> int:
     databases = ["postgresql", "sqlite"] if args.database == "both" else [args.database]
     server = ServerProcess(__file__, ["--_serve", str(args.contacts)], "the contacts API")
     scratch: list[str] = []
+    floor: dict[str, Any] | None = None
     bare: list[dict[str, Any]] = []
     rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # label, first, changed
     rss: dict[str, float] = {}
@@ -442,6 +449,8 @@ def bench(args: argparse.Namespace) -> int:
                 rows.append((label, first, changed))
                 rss[label] = found["peak_rss_mb"]
                 print(f"  {label}: {first['rows'] / first['seconds']:,.0f} rows/s first sync")
+                if database == "postgresql":
+                    floor = child(["--_floor", url], args.timeout)
             bare.append(child(["--_bare", server.base], args.timeout))
             again = bare[-1]["rows"] / bare[-1]["seconds"]
             print(f"  bare aiohttp loop again: {again:,.0f} rows/s")
@@ -494,8 +503,28 @@ def bench(args: argparse.Namespace) -> int:
             print(f"Target {label} first sync >= {TARGET_X_DLT:g}x dlt: {x:.2f}x: {verdict}")
         verdict = "met" if rss[label] <= TARGET_RSS_MB else "NOT met"
         print(f"Target {label} peak RSS <= {TARGET_RSS_MB:.0f} MB: {rss[label]:.0f} MB: {verdict}")
+    if floor is not None:
+        show_floor(floor, bare, best_bare)
     print(f"\ntotal {time.monotonic() - overall:.0f} s")
     return 1 if failed else 0
+
+
+def show_floor(floor: dict[str, Any], bare: list[dict[str, Any]], best_bare: float) -> None:
+    """What the database alone needs, and the rate no sync passes on this machine."""
+    n = floor["contacts"]
+    parts = ", ".join(f"{t} {v['seconds'] / n * 1e6:.1f}" for t, v in floor["tables"].items())
+    fastest = max(bare, key=lambda b: b["rows"] / b["seconds"])
+    bare_cpu = fastest["cpu_seconds"] / fastest["rows"]
+    top = dbfloor.ceiling(floor, bare_cpu)
+    print(
+        f"\nDatabase floor: PostgreSQL writing the first sync's rows alone ({floor['measured']}"
+        f" of the server process): {floor['seconds'] / n * 1e6:.1f} us per contact ({parts})"
+    )
+    print(
+        f"Ceiling here: {os.cpu_count()} cores / (floor + bare loop CPU "
+        f"{bare_cpu * 1e6:.1f} us per record) = {top:,.0f} rows/s = {top / best_bare:.2f}x "
+        f"the bare loop (the {TARGET_X_BARE}x target: {TARGET_X_BARE * best_bare:,.0f} rows/s)"
+    )
 
 
 def main() -> int:
@@ -509,6 +538,8 @@ def main() -> int:
             dlt_main(*rest)
         elif mode == "--_isthmus":
             asyncio.run(isthmus_main(rest[0], rest[1], rest[2], int(rest[3])))
+        elif mode == "--_floor":
+            report(asyncio.run(dbfloor.floor_main(rest[0])))
         else:
             raise SystemExit(f"unknown mode {mode}")
         return 0
