@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from isthmus.hub import Hub
 from isthmus.store.many import execute_many
@@ -91,3 +92,43 @@ async def test_a_naive_time_is_refused_as_the_store_refuses_it(hub: Hub) -> None
     with pytest.raises(ValueError, match="naive datetime"):
         async with hub.store.transaction() as conn:
             await execute_many(conn, INSERT, [row])
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_rows_past_one_statement_go_in_a_few_statements(hub: Hub) -> None:
+    # SQLite: an INSERT's rows go many to a statement (the driver's executemany would step,
+    # and hand the GIL back and forth, once per row).
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT"):
+            statements.append(statement)
+
+    sa.event.listen(hub.store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with hub.store.transaction() as conn:
+            count = await execute_many(conn, INSERT, [job(f"a-{n:04d}", n) for n in range(1203)])
+    finally:
+        sa.event.remove(hub.store.engine.sync_engine, "before_cursor_execute", seen)
+    async with hub.store.transaction() as conn:
+        await conn.execute(INSERT, [job(f"b-{n:04d}", n) for n in range(1203)])
+
+    assert count == 1203
+    assert len(statements) == 3  # 500 + 500 + 203
+    assert await stored(hub, "a-") == await stored(hub, "b-")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_rows_skipped_on_conflict_are_not_counted(hub: Hub) -> None:
+    skipping = sqlite_insert(jobs).on_conflict_do_nothing(index_elements=["id"])
+    async with hub.store.transaction() as conn:
+        await execute_many(conn, INSERT, [job(f"a-{n:04d}", n) for n in range(0, 1200, 2)])
+    before = await stored(hub, "a-")
+    retried = [{**job(f"a-{n:04d}", n), "kind": "other"} for n in range(1200)]
+    async with hub.store.transaction() as conn:
+        count = await execute_many(conn, skipping, retried)
+
+    assert count == 600
+    after = await stored(hub, "a-")
+    assert len(after) == 1200
+    assert [row for row in after if row[2] == "webhook.deliver"] == before  # left as they were

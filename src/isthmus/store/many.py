@@ -6,11 +6,20 @@ each time): half of a SQLite sync's event-loop time went there. Here the stateme
 compiled once (per statement and set of keys), each value goes through its column type's
 own processor (a UTC timestamp's cached: a batch's rows share their times), and the driver
 gets plain tuples. What is stored is what SQLAlchemy stores.
+
+An INSERT's rows then go many to a statement (``VALUES (...), (...), ...``), not through
+the driver's ``executemany``: that steps once per row in the connection's thread, letting go
+of the GIL for each step and waiting to take it back from the event loop's thread, which
+keeps winning it back while it is busy (it lets go and retakes it at every system call).
+Measured with an event loop kept busy (0.1 ms of work between its turns): 500 rows took
+39.6 s by ``executemany`` and 1.4 s as one statement (0.02 s either way with an idle loop).
+Each statement still waits for the GIL once or twice; only the rows' own waits are gone.
 PostgreSQL keeps SQLAlchemy's path (its bulk statements take JSON rows: ``bulk``).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +28,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.dml import Insert, UpdateBase
 
 from isthmus.store.types import UTCDateTime
 
@@ -44,7 +53,17 @@ async def execute_many(
         for i, convert in plan.converted:
             values[i] = convert(values[i])
         params.append(tuple(values))
-    return (await conn.exec_driver_sql(plan.sql, params)).rowcount
+    if plan.values_group is None or len(params) == 1:
+        return (await conn.exec_driver_sql(plan.sql, params)).rowcount
+    # An INSERT's rows go in many to a statement: see the module docstring.
+    per = plan.rows_per_statement
+    changed = 0
+    for start in range(0, len(params), per):
+        chunk = params[start : start + per]
+        flat = tuple(value for values in chunk for value in values)
+        done = await conn.exec_driver_sql(_many_rows_sql(plan, len(chunk)), flat)
+        changed += done.rowcount
+    return changed
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,22 @@ class _Plan:
     values: Callable[[Mapping[str, Any]], list[Any]]
     #: The positions of the values that need converting, and how.
     converted: tuple[tuple[int, Convert], ...]
+    #: An INSERT's ``(?, ?, ...)``, which ``_many_rows_sql`` repeats; None for others.
+    values_group: str | None = None
+    rows_per_statement: int = 1
+
+
+# What one statement may bind: SQLite's default limit (999 before 3.32).
+_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+#: Rows per multi-row INSERT: past a few hundred a longer statement gains nothing.
+_MAX_ROWS_PER_STATEMENT = 500
+
+
+@lru_cache(maxsize=256)
+def _many_rows_sql(plan: _Plan, rows: int) -> str:
+    assert plan.values_group is not None
+    one = f" VALUES {plan.values_group}"
+    return plan.sql.replace(one, " VALUES " + ", ".join([plan.values_group] * rows), 1)
 
 
 @lru_cache(maxsize=64)
@@ -70,6 +105,11 @@ def _plan(statement: UpdateBase, keys: tuple[str, ...], dialect: Dialect) -> _Pl
         if processor is not None:
             converted.append((i, processor))
     pick = itemgetter(*names)
-    if len(names) == 1:
-        return _Plan(compiled.string, lambda row: [pick(row)], tuple(converted))
-    return _Plan(compiled.string, lambda row: list(pick(row)), tuple(converted))
+    values: Callable[[Mapping[str, Any]], list[Any]] = (
+        (lambda row: [pick(row)]) if len(names) == 1 else (lambda row: list(pick(row)))
+    )
+    group = "(" + ", ".join(["?"] * len(names)) + ")"
+    if not isinstance(statement, Insert) or compiled.string.count(f" VALUES {group}") != 1:
+        return _Plan(compiled.string, values, tuple(converted))
+    per = max(1, min(_MAX_ROWS_PER_STATEMENT, _MAX_VARIABLES // max(1, len(names))))
+    return _Plan(compiled.string, values, tuple(converted), group, per)
