@@ -290,7 +290,7 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
     from isthmus.config import load_settings
     from isthmus.domain.auth import Actor
     from isthmus.hub import Hub
-    from isthmus.runtime import tune_gc
+    from isthmus.runtime import tune_process
     from isthmus.store import migrate
     from isthmus.store.sync_runs import ACTIVE, SYNC_KIND
     from isthmus.store.tables import deliveries
@@ -303,7 +303,7 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
         log_level="warning",
     )
     hub = Hub.build(settings)
-    tune_gc()  # as `isthmus worker` and `isthmus serve` do once started
+    tune_process()  # as `isthmus worker` and `isthmus serve` do once started
     stop = asyncio.Event()
     running: asyncio.Task[None] | None = None
     try:

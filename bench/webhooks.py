@@ -482,7 +482,7 @@ async def warm_up(hut: HubUnderTest, receiver: ReceiverProcess, subscriptions: i
 
 
 async def bench(args: argparse.Namespace) -> int:
-    from isthmus.runtime import tune_gc
+    from isthmus.runtime import tune_process
 
     databases = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
     receiver = ReceiverProcess()
@@ -522,7 +522,7 @@ async def bench(args: argparse.Namespace) -> int:
                         await warm_up(hut, receiver, subs)
                         # The publisher here plays the API server, which runs with the
                         # collector tuned as `isthmus serve` tunes it once started.
-                        tune_gc()
+                        tune_process()
                         if phase == "throughput":
                             t = await hub_throughput(
                                 hut, receiver, args.events, subs, args.batch, args.timeout

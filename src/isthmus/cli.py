@@ -145,7 +145,7 @@ def serve(
     import uvicorn
 
     from isthmus.api.app import create_app
-    from isthmus.runtime import tune_gc, with_workers
+    from isthmus.runtime import tune_process, with_workers
 
     settings = _settings(ctx)
     bind_host = host or settings.host
@@ -166,7 +166,7 @@ def serve(
             typer.echo(f"isthmus {__version__} on {base}  (API docs: {base}/api/docs)")
             app = create_app(settings, hub)
             app = with_workers(app, hub, jobs=not no_workers)
-            tune_gc()
+            tune_process()
             config = uvicorn.Config(
                 app,
                 host=bind_host,
@@ -190,7 +190,7 @@ def worker(
     ] = None,
 ) -> None:
     """Migrate the store, then run jobs (webhook deliveries, ...) until SIGTERM or Ctrl-C."""
-    from isthmus.runtime import run_workers, tune_gc
+    from isthmus.runtime import run_workers, tune_process
 
     settings = _settings(ctx)
     if concurrency is not None:
@@ -206,7 +206,7 @@ def worker(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             typer.echo(f"isthmus {__version__} worker, concurrency {settings.worker_concurrency}")
-            tune_gc()
+            tune_process()
             await run_workers(hub, stop)
         finally:
             await hub.close()
