@@ -47,23 +47,26 @@ async def execute_many(
     if conn.dialect.name != "sqlite":
         return (await conn.execute(statement, list(rows))).rowcount
     plan = _plan(statement, tuple(rows[0]), conn.dialect)
-    params: list[tuple[Any, ...]] = []
-    for row in rows:
-        values = plan.values(row)
-        for i, convert in plan.converted:
-            values[i] = convert(values[i])
-        params.append(tuple(values))
-    if plan.values_group is None or len(params) == 1:
+    if plan.values_group is None:
+        params = [tuple(_values(plan, row)) for row in rows]
         return (await conn.exec_driver_sql(plan.sql, params)).rowcount
     # An INSERT's rows go in many to a statement: see the module docstring.
     per = plan.rows_per_statement
     changed = 0
-    for start in range(0, len(params), per):
-        chunk = params[start : start + per]
-        flat = tuple(value for values in chunk for value in values)
-        done = await conn.exec_driver_sql(_many_rows_sql(plan, len(chunk)), flat)
-        changed += done.rowcount
+    for start in range(0, len(rows), per):
+        flat: list[Any] = []
+        for row in rows[start : start + per]:
+            flat += _values(plan, row)
+        sql = _many_rows_sql(plan, min(per, len(rows) - start))
+        changed += (await conn.exec_driver_sql(sql, tuple(flat))).rowcount
     return changed
+
+
+def _values(plan: _Plan, row: Mapping[str, Any]) -> list[Any]:
+    values = plan.values(row)
+    for i, convert in plan.converted:
+        values[i] = convert(values[i])
+    return values
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ _MAX_ROWS_PER_STATEMENT = 500
 
 @lru_cache(maxsize=256)
 def _many_rows_sql(plan: _Plan, rows: int) -> str:
-    assert plan.values_group is not None
+    if rows == 1 or plan.values_group is None:
+        return plan.sql
     one = f" VALUES {plan.values_group}"
     return plan.sql.replace(one, " VALUES " + ", ".join([plan.values_group] * rows), 1)
 
