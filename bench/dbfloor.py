@@ -11,9 +11,10 @@ those statements (from ``/proc`` when the server runs on this machine, else thei
 time) per contact is the floor: no client, however fast, makes PostgreSQL write a contact
 with its event, delivery and job for less.
 
-With the bare loop's own CPU per record (fetching and parsing alone), it bounds what any
-sync of this shape can reach on this machine: ``cores / (floor + bare CPU)`` records per
-second, every core busy, the sync's own Python work (mapping, hashing, serialising) free.
+With the bare loop's own CPU per record (fetching and parsing alone) and the contacts API's
+CPU serving it, it bounds what any sync of this shape can reach on this machine:
+``cores / (floor + bare CPU + API CPU)`` records per second, every core busy, the sync's
+own Python work (mapping, hashing, serialising) free.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _COPIES = (
 )
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU of a process on this machine, or None if it is not here."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -56,15 +57,15 @@ async def floor_main(database_url: str) -> dict[str, Any]:
         await conn.execute("TRUNCATE contacts, events, deliveries, jobs")
         await conn.execute("CHECKPOINT")  # no checkpoint of the load before falls in the timing
         pid = await conn.fetchval("SELECT pg_backend_pid()")
-        measured = "cpu" if _cpu_seconds(pid) is not None else "wall"
+        measured = "cpu" if cpu_seconds(pid) is not None else "wall"
         tables: dict[str, dict[str, float]] = {}
         writing = conn.transaction()
         await writing.start()
         for table, _query in _COPIES:
-            cpu, wall = _cpu_seconds(pid), time.perf_counter()
+            cpu, wall = cpu_seconds(pid), time.perf_counter()
             status = await conn.execute(f"INSERT INTO {table} SELECT * FROM copy_{table}")
             tables[table] = _spent(pid, cpu, wall, int(status.split()[-1]))
-        cpu, wall = _cpu_seconds(pid), time.perf_counter()
+        cpu, wall = cpu_seconds(pid), time.perf_counter()
         await writing.commit()
         tables["commit"] = _spent(pid, cpu, wall, 0)
     finally:
@@ -79,13 +80,13 @@ async def floor_main(database_url: str) -> dict[str, Any]:
 
 
 def _spent(pid: int, cpu: float | None, wall: float, rows: int) -> dict[str, float]:
-    now = _cpu_seconds(pid)
+    now = cpu_seconds(pid)
     if cpu is not None and now is not None:
         return {"rows": rows, "seconds": now - cpu}
     return {"rows": rows, "seconds": time.perf_counter() - wall}
 
 
-def ceiling(floor: dict[str, Any], bare_cpu_per_row: float) -> float:
+def ceiling(floor: dict[str, Any], fetching_cpu_per_row: float) -> float:
     """Records per second no sync of this shape passes here (see the module docstring)."""
     per_contact = floor["seconds"] / floor["contacts"]
-    return (os.cpu_count() or 1) / (per_contact + bare_cpu_per_row)
+    return (os.cpu_count() or 1) / (per_contact + fetching_cpu_per_row)
