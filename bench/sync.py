@@ -303,7 +303,7 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
         log_level="warning",
     )
     hub = Hub.build(settings)
-    tune_process()  # as `isthmus worker` and `isthmus serve` do once started
+    tune_process(hub.store)  # as `isthmus worker` and `isthmus serve` do once started
     stop = asyncio.Event()
     running: asyncio.Task[None] | None = None
     try:

@@ -522,7 +522,7 @@ async def bench(args: argparse.Namespace) -> int:
                         await warm_up(hut, receiver, subs)
                         # The publisher here plays the API server, which runs with the
                         # collector tuned as `isthmus serve` tunes it once started.
-                        tune_process()
+                        tune_process(hut.hub.store)
                         if phase == "throughput":
                             t = await hub_throughput(
                                 hut, receiver, args.events, subs, args.batch, args.timeout

@@ -166,7 +166,7 @@ def serve(
             typer.echo(f"isthmus {__version__} on {base}  (API docs: {base}/api/docs)")
             app = create_app(settings, hub)
             app = with_workers(app, hub, jobs=not no_workers)
-            tune_process()
+            tune_process(hub.store)
             config = uvicorn.Config(
                 app,
                 host=bind_host,
@@ -206,7 +206,7 @@ def worker(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             typer.echo(f"isthmus {__version__} worker, concurrency {settings.worker_concurrency}")
-            tune_process()
+            tune_process(hub.store)
             await run_workers(hub, stop)
         finally:
             await hub.close()

@@ -20,6 +20,7 @@ from isthmus.connectors import request_log_retention
 from isthmus.hub import Hub
 from isthmus.job import Handler
 from isthmus.scheduler import run_scheduler
+from isthmus.store.db import Store
 from isthmus.store.sync_runs import SYNC_KIND
 from isthmus.webhooks import retention
 from isthmus.webhooks.publish import DELIVER
@@ -36,8 +37,8 @@ GC_THRESHOLDS = (50_000, 20, 100)
 SWITCH_INTERVAL_SECONDS = 0.001
 
 
-def tune_process() -> None:
-    """For a long-running ``serve`` or ``worker`` process, once started.
+def tune_process(store: Store) -> None:
+    """For a long-running ``serve`` or ``worker`` process over ``store``, once started.
 
     The garbage collector: what start-up made (modules, settings, the catalog) is frozen
     out of every collection, and the young generation is collected every 50,000
@@ -46,16 +47,19 @@ def tune_process() -> None:
     sync's live objects again and again (about a tenth of its time, measured with
     bench/sync.py).
 
-    The switch interval: SQLite's statements run in connection threads, each needing the
-    GIL back when its statement is done. The event loop's thread lets go of the GIL at
+    The switch interval, on SQLite: its statements run in connection threads, each needing
+    the GIL back when its statement is done. The event loop's thread lets go of the GIL at
     every system call and takes it straight back, and a waiting thread asks for it only
     once it has waited a whole interval without a switch: with 5 ms, a loop busy in steps
     of 2 ms kept a statement waiting 28 s and more; with 1 ms, 0.02 s (a contact sync into
-    SQLite: 5 % faster, three paired runs)."""
+    SQLite: 5 % faster, three paired runs). PostgreSQL's driver has no thread: Python's
+    default stays (a sync ran as fast either way; the webhook benchmark's p99 was no better
+    with 1 ms)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    if store.dialect == "sqlite":
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
 def job_handlers(hub: Hub) -> dict[str, Handler]:

@@ -25,15 +25,16 @@ PATIENCE_SECONDS = 5.0
 
 
 @pytest.fixture
-def tuned() -> Iterator[None]:
+def tuned(hub: Hub) -> Iterator[Hub]:
     before = sys.getswitchinterval()
-    tune_process()
-    yield
+    tune_process(hub.store)
+    yield hub
     sys.setswitchinterval(before)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-async def test_a_write_is_answered_while_the_event_loop_is_busy(hub: Hub, tuned: None) -> None:
+async def test_a_write_is_answered_while_the_event_loop_is_busy(tuned: Hub) -> None:
+    hub = tuned
     stop = asyncio.Event()
 
     async def busy() -> None:
