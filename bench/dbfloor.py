@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
+
+from benchsupport import cpu_seconds
 
 #: The first sync's rows and how to find them; jobs by the delivery each one carries.
 _COPIES = (
@@ -37,19 +38,12 @@ _COPIES = (
 )
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU of a process on this machine, or None if it is not here."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def floor_main(database_url: str) -> dict[str, Any]:
     import asyncpg
 
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    from isthmus.store.connect import dsn
+
+    conn = await asyncpg.connect(dsn(database_url))
     try:
         [contacts] = await conn.fetchrow("SELECT count(*) FROM contacts")
         for table, query in _COPIES:
@@ -58,19 +52,19 @@ async def floor_main(database_url: str) -> dict[str, Any]:
         await conn.execute("CHECKPOINT")  # no checkpoint of the load before falls in the timing
         pid = await conn.fetchval("SELECT pg_backend_pid()")
         measured = "cpu" if cpu_seconds(pid) is not None else "wall"
-        tables: dict[str, dict[str, float]] = {}
+        tables: dict[str, float] = {}
         writing = conn.transaction()
         await writing.start()
         for table, _query in _COPIES:
             cpu, wall = cpu_seconds(pid), time.perf_counter()
-            status = await conn.execute(f"INSERT INTO {table} SELECT * FROM copy_{table}")
-            tables[table] = _spent(pid, cpu, wall, int(status.split()[-1]))
+            await conn.execute(f"INSERT INTO {table} SELECT * FROM copy_{table}")
+            tables[table] = _spent(pid, cpu, wall)
         cpu, wall = cpu_seconds(pid), time.perf_counter()
         await writing.commit()
-        tables["commit"] = _spent(pid, cpu, wall, 0)
+        tables["commit"] = _spent(pid, cpu, wall)
     finally:
         await conn.close()
-    seconds = sum(t["seconds"] for t in tables.values())
+    seconds = sum(tables.values())
     return {
         "contacts": int(contacts),
         "seconds": seconds,
@@ -79,11 +73,11 @@ async def floor_main(database_url: str) -> dict[str, Any]:
     }
 
 
-def _spent(pid: int, cpu: float | None, wall: float, rows: int) -> dict[str, float]:
+def _spent(pid: int, cpu: float | None, wall: float) -> float:
     now = cpu_seconds(pid)
     if cpu is not None and now is not None:
-        return {"rows": rows, "seconds": now - cpu}
-    return {"rows": rows, "seconds": time.perf_counter() - wall}
+        return now - cpu
+    return time.perf_counter() - wall
 
 
 def ceiling(floor: dict[str, Any], fetching_cpu_per_row: float) -> float:

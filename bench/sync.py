@@ -63,7 +63,13 @@ from typing import Any
 import aiohttp
 import dbfloor
 from aiohttp import web
-from benchsupport import ServerProcess, create_database, drop_database, serve_forever
+from benchsupport import (
+    ServerProcess,
+    cpu_seconds,
+    create_database,
+    drop_database,
+    serve_forever,
+)
 
 TOKEN = "pat-na1-bench-0000-1111-2222-333344445555"
 PAGE_SIZE = 100
@@ -411,9 +417,9 @@ def child(args: list[str], timeout: float) -> dict[str, Any]:
 
 def bare_run(server: ServerProcess, timeout: float) -> dict[str, Any]:
     """The bare loop, with the CPU the contacts API spent serving it (when it can be read)."""
-    before = dbfloor.cpu_seconds(server.proc.pid)
+    before = cpu_seconds(server.proc.pid)
     found = child(["--_bare", server.base], timeout)
-    after = dbfloor.cpu_seconds(server.proc.pid)
+    after = cpu_seconds(server.proc.pid)
     if before is not None and after is not None:
         found["api_cpu_seconds"] = after - before
     return found
@@ -522,7 +528,7 @@ def bench(args: argparse.Namespace) -> int:
 def show_floor(floor: dict[str, Any], bare: list[dict[str, Any]], best_bare: float) -> None:
     """What the database alone needs, and the rate no sync passes on this machine."""
     n = floor["contacts"]
-    parts = ", ".join(f"{t} {v['seconds'] / n * 1e6:.1f}" for t, v in floor["tables"].items())
+    parts = ", ".join(f"{t} {v / n * 1e6:.1f}" for t, v in floor["tables"].items())
     fastest = max(bare, key=lambda b: b["rows"] / b["seconds"])
     bare_cpu = fastest["cpu_seconds"] / fastest["rows"]
     api_cpu = fastest.get("api_cpu_seconds", 0.0) / fastest["rows"]
