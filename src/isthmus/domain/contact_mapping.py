@@ -18,8 +18,8 @@ value, so reasons can be counted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -128,12 +128,18 @@ _ALIASES: dict[str, tuple[str, int]] = {
 class _Path:
     raw: str
     parts: tuple[str, ...]
+    #: ``walk``, or a quicker equivalent for a path of one or two parts (a sync reads
+    #: several paths of every record, nearly all of them such).
+    get: Callable[[Mapping[str, Any]], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "get", _quick_get(self))
 
     @classmethod
     def of(cls, raw: str) -> _Path:
         return cls(raw, tuple(raw.split(".")))
 
-    def get(self, record: Mapping[str, Any]) -> Any:
+    def walk(self, record: Mapping[str, Any]) -> Any:
         # A key holding dots itself (``"properties.email": ...``) is taken as it is.
         if self.raw in record:
             return record[self.raw]
@@ -147,6 +153,24 @@ class _Path:
             else:
                 return None
         return node
+
+
+def _quick_get(path: _Path) -> Callable[[Mapping[str, Any]], Any]:
+    """``path.walk``, done the short way where the record allows it."""
+    raw, walk = path.raw, path.walk
+    if len(path.parts) == 1:
+        return lambda record: record.get(raw)  # the key is the path: nothing to walk
+    if len(path.parts) == 2:
+        first, second = path.parts
+
+        def get(record: Mapping[str, Any]) -> Any:
+            node = record.get(first)
+            if type(node) is dict and raw not in record:
+                return node.get(second)
+            return walk(record)
+
+        return get
+    return walk
 
 
 @dataclass(frozen=True)
@@ -230,20 +254,22 @@ def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
     if type(record) is not dict and not isinstance(record, Mapping):
         return Skipped("not an object")
     external_id = _external_id(mapping.external_id.get(record))
-    auto = _auto_matched(record) if mapping.auto else {}
-    raw: dict[str, Any] = {}
+    auto = _auto_matched(record) if mapping.auto else None
+    # The canonical fields in order, each the first value on its paths that is not blank
+    # (``_blank``, inline: a sync maps every record it reads).
+    found: list[Any] = []
     for name, paths in mapping.paths.items():
         value = None
         for path in paths:
             value = path.get(record)
-            if not _blank(value):
+            if value is not None and not (isinstance(value, str) and not value.strip()):
                 break
         else:  # nothing found on the paths
-            if name in mapping.auto:
+            if auto is not None and name in mapping.auto:
                 value = auto.get(name)
-        raw[name] = value
+        found.append(value)
+    email_value, first_name, last_name, phone, company, job_title = found
 
-    email_value = raw["email"]
     if _blank(email_value):
         return Skipped("no email", external_id)
     if not isinstance(email_value, str):
@@ -261,14 +287,18 @@ def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
             custom[name] = _without_nul(value)
     return Mapped.made(
         email=email,
-        first_name=clean_text(raw["firstName"], MAX_LENGTHS["firstName"]),
-        last_name=clean_text(raw["lastName"], MAX_LENGTHS["lastName"]),
-        phone=clean_text(raw["phone"], MAX_LENGTHS["phone"]),
-        company=clean_text(raw["company"], MAX_LENGTHS["company"]),
-        job_title=clean_text(raw["jobTitle"], MAX_LENGTHS["jobTitle"]),
+        first_name=clean_text(first_name, _FIRST_NAME),
+        last_name=clean_text(last_name, _LAST_NAME),
+        phone=clean_text(phone, _PHONE),
+        company=clean_text(company, _COMPANY),
+        job_title=clean_text(job_title, _JOB_TITLE),
         custom=custom,
         external_id=external_id,
     )
+
+
+_FIRST_NAME, _LAST_NAME, _PHONE = (MAX_LENGTHS[n] for n in ("firstName", "lastName", "phone"))
+_COMPANY, _JOB_TITLE = MAX_LENGTHS["company"], MAX_LENGTHS["jobTitle"]
 
 
 def _blank(value: object) -> bool:
