@@ -258,9 +258,9 @@ def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
     # The canonical fields in order, each the first value on its paths that is not blank
     # (``_blank``, inline: a sync maps every record it reads).
     found: list[Any] = []
-    for name, paths in mapping.paths.items():
+    for name in CANONICAL_FIELDS:
         value = None
-        for path in paths:
+        for path in mapping.paths.get(name, ()):
             value = path.get(record)
             if value is not None and not (isinstance(value, str) and not value.strip()):
                 break
