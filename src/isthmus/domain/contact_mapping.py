@@ -287,18 +287,14 @@ def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
             custom[name] = _without_nul(value)
     return Mapped.made(
         email=email,
-        first_name=clean_text(first_name, _FIRST_NAME),
-        last_name=clean_text(last_name, _LAST_NAME),
-        phone=clean_text(phone, _PHONE),
-        company=clean_text(company, _COMPANY),
-        job_title=clean_text(job_title, _JOB_TITLE),
+        first_name=clean_text(first_name, MAX_LENGTHS["firstName"]),
+        last_name=clean_text(last_name, MAX_LENGTHS["lastName"]),
+        phone=clean_text(phone, MAX_LENGTHS["phone"]),
+        company=clean_text(company, MAX_LENGTHS["company"]),
+        job_title=clean_text(job_title, MAX_LENGTHS["jobTitle"]),
         custom=custom,
         external_id=external_id,
     )
-
-
-_FIRST_NAME, _LAST_NAME, _PHONE = (MAX_LENGTHS[n] for n in ("firstName", "lastName", "phone"))
-_COMPANY, _JOB_TITLE = MAX_LENGTHS["company"], MAX_LENGTHS["jobTitle"]
 
 
 def _blank(value: object) -> bool:
