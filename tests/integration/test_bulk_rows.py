@@ -8,14 +8,14 @@ import pytest
 import sqlalchemy as sa
 
 from isthmus.hub import Hub
-from isthmus.store.bulk import rows_from, rows_json
+from isthmus.store.bulk import Kind, rows_from, rows_json, texts_param
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.parametrize("db_url", ["postgresql"], indirect=True),
 ]
 
-COLUMNS = [
+COLUMNS: list[tuple[str, Kind]] = [
     ("name", "text"),
     ("doc", "jsonb"),
     ("at", "timestamptz"),
@@ -47,24 +47,38 @@ async def test_no_rows_is_no_rows_and_other_values_are_refused(hub: Hub) -> None
         rows_json([("a", {1, 2}, None, None, None)])
 
 
-TEXT_COLUMNS = [("name", "text"), ("raw", "json"), ("doc", "jsonb")]
+TEXT_COLUMNS: list[tuple[str, Kind]] = [("name", "text"), ("doc", "jsonb")]
 SELECT_TEXT = sa.text(
-    f"SELECT r.name, CAST(r.raw AS TEXT), r.doc FROM {rows_from('rows', TEXT_COLUMNS)}"
+    "SELECT r.name, CAST(r.raw AS TEXT), r.doc, r.note FROM "
+    + rows_from("rows", TEXT_COLUMNS, texts=[("raw", "json"), ("note", "text")])
 )
 
 
+def text_params(rows: list[tuple[str, str, object, str | None]]) -> dict[str, object]:
+    return {
+        "rows": rows_json([(name, doc) for name, _raw, doc, _note in rows]),
+        texts_param("rows", "raw"): [raw for _name, raw, _doc, _note in rows],
+        texts_param("rows", "note"): [note for _name, _raw, _doc, note in rows],
+    }
+
+
 @pytest.mark.parametrize("big", [False, True], ids=["orjson", "standard encoder"])
-async def test_json_text_is_kept_as_the_very_text_sent(hub: Hub, big: bool) -> None:
+async def test_text_beside_the_rows_is_kept_as_the_very_text_sent(hub: Hub, big: bool) -> None:
     # A 70-bit integer is more than orjson writes: those rows take the standard encoder.
     extra = {"n": 2**70 if big else 2**40}
     texts = ['{"b": [1, "x\\"y"], "c": {"d": null}}', '{"z":1,"a":"é 🙂\\n"}', "[]", "null"]
-    rows = [(f"row {i}", text, extra) for i, text in enumerate(texts)]
+    notes = ['quote " backslash \\ tab \t', None, "línea\nnueva 雪 🙂", ""]
+    rows = [
+        (f"row {i}", text, extra, note)
+        for i, (text, note) in enumerate(zip(texts, notes, strict=True))
+    ]
+    rows += [(f"row {i}", f'{{"i":{i}}}', {}, str(i)) for i in range(4, 600)]
     async with hub.store.read() as conn:
-        got = (await conn.execute(SELECT_TEXT, {"rows": rows_json(rows)})).all()
-    assert [tuple(row) for row in got] == rows  # spacing and key order as written
+        got = (await conn.execute(SELECT_TEXT, text_params(rows))).all()
+    assert [tuple(row) for row in got] == rows  # in order; spacing and key order as written
 
 
 async def test_text_that_is_not_json_is_refused_by_the_server(hub: Hub) -> None:
     with pytest.raises(sa.exc.DBAPIError, match="invalid input syntax for type json"):
         async with hub.store.read() as conn:
-            await conn.execute(SELECT_TEXT, {"rows": rows_json([("bad", "{not json", {})])})
+            await conn.execute(SELECT_TEXT, text_params([("bad", "{not json", {}, None)]))

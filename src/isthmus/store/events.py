@@ -16,7 +16,7 @@ from isthmus.domain.ids import new_ids
 from isthmus.domain.jobs import JobStatus, NewJob
 from isthmus.domain.webhooks import SubscriptionStatus
 from isthmus.store import notify, queue
-from isthmus.store.bulk import rows_from, rows_json
+from isthmus.store.bulk import rows_from, rows_json, texts_param
 from isthmus.store.deliveries import PENDING
 from isthmus.store.many import execute_many
 from isthmus.store.tables import deliveries, event_types, events
@@ -134,12 +134,15 @@ _SQLITE_INSERT_EVENT = (
 # transaction took meanwhile are not written (ON CONFLICT waits for that transaction, as a
 # plain insert would), and neither are their deliveries (see ``_insert_published_sql``).
 # The events and their deliveries each as one JSON text (``isthmus.store.bulk``); an
-# event's data goes in as the JSON text it already is, and stays that text (``json``).
+# event's data beside the events' (long text), as the JSON text it already is, and it stays
+# that text (``json``).
 _EVENT_ROWS = rows_from(
     "events",
-    [("id", "text"), ("type", "text"), ("data", "json"), ("key", "text"), ("hash", "text")],
+    [("id", "text"), ("type", "text"), ("key", "text"), ("hash", "text")],
     "e",
+    texts=[("data", "json")],
 )
+_EVENT_DATA = texts_param("events", "data")
 _DELIVERY_ROWS = rows_from(
     "deliveries",
     [
@@ -293,8 +296,9 @@ async def _insert_published_postgres(
             "now": now,
             "kind": kind,
             "events": rows_json(
-                [(e.id, e.type, e.data_json, e.idempotency_key, e.payload_hash) for e in new_events]
+                [(e.id, e.type, e.idempotency_key, e.payload_hash) for e in new_events]
             ),
+            _EVENT_DATA: [e.data_json for e in new_events],
             "deliveries": rows_json(
                 [
                     (delivery_id, d.event_id, d.event_type, d.subscription_id, job_id, d.due)
