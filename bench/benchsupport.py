@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -82,6 +83,70 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """The CPU spent between ``start`` and ``stop`` by this process (threads and waited-for
+    children included), by the PostgreSQL server on this machine, and by another process of
+    the bench (``BENCH_API_PID``: the contacts API), in seconds; None where there is nothing
+    to read (a server elsewhere, no API pid given).
+
+    The server's CPU is its live processes' plus what its postmaster collected from those
+    that ended (a client's backend ends with its connection, often before ``stop``)."""
+
+    def __init__(self) -> None:
+        pid = os.environ.get(API_PID_VARIABLE)
+        self.api_pid = int(pid) if pid else None
+        self._self = 0.0
+        self._server: float | None = None
+        self._api: float | None = None
+
+    def start(self) -> None:
+        self._self, self._server = _own_cpu(), server_cpu()
+        self._api = cpu_seconds(self.api_pid) if self.api_pid is not None else None
+
+    def stop(self) -> dict[str, float | None]:
+        server = server_cpu()
+        api = cpu_seconds(self.api_pid) if self.api_pid is not None else None
+        return {
+            "process": _own_cpu() - self._self,
+            "postgres": server - self._server
+            if server is not None and self._server is not None
+            else None,
+            "api": api - self._api if api is not None and self._api is not None else None,
+        }
+
+
+#: How a bench hands its children the contacts API's pid, for ``CpuMeter``.
+API_PID_VARIABLE = "BENCH_API_PID"
+
+
+def _own_cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def server_cpu() -> float | None:
+    """CPU seconds of the PostgreSQL server on this machine so far: its live processes', and
+    its postmaster's ended children's; None if there is none here."""
+    total, found = 0.0, False
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parent = Path(f"/proc/{fields[1]}/comm").read_text().strip()
+        except OSError:
+            continue  # ended meanwhile: the postmaster has or will have counted it
+        found = True
+        total += (int(fields[11]) + int(fields[12])) / tick
+        if parent != "postgres":  # the postmaster: add what it reaped
+            total += (int(fields[13]) + int(fields[14])) / tick
+    return total if found else None
 
 
 async def create_database() -> tuple[str, str]:

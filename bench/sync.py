@@ -34,7 +34,9 @@ store shows it, or the pipeline's ``run``); for isthmus each run's counts and th
 deliveries written are checked against what the API served; peak memory is the maximum
 RSS (``getrusage``) of each contender's process. Targets: the first sync at least 4x dlt
 and at least 0.5x the bare loop, on PostgreSQL and SQLite alike; the syncing process at
-most 300 MB.
+most 300 MB. Beside them, where each contender's first run spent CPU per record (its own
+process, the PostgreSQL server's processes on this machine, the contacts API: ``CpuMeter``)
+and how many of the machine's cores that kept busy over the run.
 
 After isthmus's PostgreSQL run, the database floor (``dbfloor``): the server's own CPU to
 write the rows that first sync left (contacts, events, deliveries, jobs: copied aside and
@@ -66,6 +68,8 @@ import aiohttp
 import dbfloor
 from aiohttp import web
 from benchsupport import (
+    API_PID_VARIABLE,
+    CpuMeter,
     ServerProcess,
     cpu_seconds,
     create_database,
@@ -277,15 +281,18 @@ def dlt_main(base: str, database_url: str, workdir: str) -> None:
         progress=None,
     )
     runs = []
+    meter = CpuMeter()
     for phase in ("first", "changed"):
         if phase == "changed":
             asyncio.run(control(base, "change"))
+        meter.start()
         started = time.perf_counter()
         pipeline.run(source())
         seconds = time.perf_counter() - started
+        cpu = meter.stop()
         with pipeline.sql_client() as client:
             [(rows,)] = client.execute_sql("SELECT count(*) FROM contacts")
-        runs.append({"phase": phase, "rows": int(rows), "seconds": seconds})
+        runs.append({"phase": phase, "rows": int(rows), "seconds": seconds, "cpu": cpu})
     report({"runs": runs})
 
 
@@ -349,12 +356,14 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
                 return int(found.scalar_one())
 
         runs = []
+        meter = CpuMeter()
         changed = len(range(0, total, CHANGE_EVERY))
         for phase, expected in (("first", (total, total, 0)), ("changed", (total, 0, changed))):
             if phase == "changed":
                 await control(base, "change")
             before = await delivered()
             cpu = time.process_time()
+            meter.start()
             started = time.perf_counter()
             requested = await hub.sync_runs.request(actor, view.integration.id)
             run = requested.run
@@ -365,6 +374,7 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
                 await asyncio.sleep(POLL_SECONDS)
                 run = await hub.sync_runs.get(tenant.id, run.id)
             seconds = time.perf_counter() - started
+            spent = meter.stop()
             cpu = time.process_time() - cpu
             c = run.counts
             got = (c.fetched, c.created, c.updated)
@@ -382,6 +392,7 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
                     "rows": c.fetched,
                     "seconds": seconds,
                     "cpu_seconds": cpu,
+                    "cpu": spent,
                     "created": c.created,
                     "updated": c.updated,
                     "unchanged": c.unchanged,
@@ -401,10 +412,15 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
 # -- the orchestra ----------------------------------------------------------------------------
 
 
-def child(args: list[str], timeout: float) -> dict[str, Any]:
-    """Run ``bench/sync.py <args>`` in a fresh process and return its RESULT."""
+def child(args: list[str], timeout: float, api_pid: int | None = None) -> dict[str, Any]:
+    """Run ``bench/sync.py <args>`` in a fresh process and return its RESULT (``api_pid``:
+    the contacts API's, for the child's ``CpuMeter``)."""
+    env = dict(os.environ)
+    if api_pid is not None:
+        env[API_PID_VARIABLE] = str(api_pid)
     proc = subprocess.run(
         [sys.executable, __file__, *args],
+        env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -452,7 +468,11 @@ def bench(args: argparse.Namespace) -> int:
                 url, name = asyncio.run(create_database())
                 scratch.append(name)
                 asyncio.run(control(server.base, "reset"))
-                found = child(["--_dlt", server.base, url, str(Path(tmp) / "dlt")], args.timeout)
+                found = child(
+                    ["--_dlt", server.base, url, str(Path(tmp) / "dlt")],
+                    args.timeout,
+                    server.proc.pid,
+                )
                 first, changed = found["runs"]
                 done_with(name, scratch)
                 rows.append(("dlt rest_api, postgresql", first, changed))
@@ -468,7 +488,9 @@ def bench(args: argparse.Namespace) -> int:
                 home.mkdir()
                 asyncio.run(control(server.base, "reset"))
                 found = child(
-                    ["--_isthmus", server.base, url, str(home), str(args.contacts)], args.timeout
+                    ["--_isthmus", server.base, url, str(home), str(args.contacts)],
+                    args.timeout,
+                    server.proc.pid,
                 )
                 first, changed = found["runs"]
                 label = f"isthmus, {database}"
@@ -530,10 +552,33 @@ def bench(args: argparse.Namespace) -> int:
             print(f"Target {label} first sync >= {TARGET_X_DLT:g}x dlt: {x:.2f}x: {verdict}")
         verdict = "met" if rss[label] <= TARGET_RSS_MB else "NOT met"
         print(f"Target {label} peak RSS <= {TARGET_RSS_MB:.0f} MB: {rss[label]:.0f} MB: {verdict}")
+    show_cpu(rows)
     if floor is not None:
         show_floor(floor, bare, best_bare)
     print(f"\ntotal {time.monotonic() - overall:.0f} s")
     return 1 if failed else 0
+
+
+def show_cpu(rows: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+    """Where each contender's first run spent CPU, per record, and how many cores that kept
+    busy over its wall time: what bounds it on this machine."""
+    print("\nCPU per record in each first run (us), and the cores it kept busy:")
+    for label, first, _changed in rows:
+        cpu = first.get("cpu")
+        if not cpu or not first["rows"]:
+            continue
+        n = first["rows"]
+        parts = [f"its process {cpu['process'] / n * 1e6:.1f}"]
+        if label.endswith("sqlite"):
+            parts[0] += " (SQLite inside it)"
+        elif cpu["postgres"] is not None:
+            parts.append(f"PostgreSQL {cpu['postgres'] / n * 1e6:.1f}")
+        if cpu["api"] is not None:
+            parts.append(f"the contacts API {cpu['api'] / n * 1e6:.1f}")
+        # SQLite contenders leave the server idle: its background work is not theirs.
+        shares = ("process", "api") if label.endswith("sqlite") else ("process", "postgres", "api")
+        busy = sum(cpu[k] or 0.0 for k in shares) / first["seconds"]
+        print(f"  {label}: {', '.join(parts)}: {busy:.2f} of {os.cpu_count()} cores")
 
 
 def show_floor(floor: dict[str, Any], bare: list[dict[str, Any]], best_bare: float) -> None:
