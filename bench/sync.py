@@ -36,7 +36,9 @@ RSS (``getrusage``) of each contender's process. Targets: the first sync at leas
 and at least 0.5x the bare loop, on PostgreSQL and SQLite alike; the syncing process at
 most 300 MB. Beside them, where each contender's first run spent CPU per record (its own
 process, the PostgreSQL server's processes on this machine, the contacts API: ``CpuMeter``)
-and how many of the machine's cores that kept busy over the run.
+and how many of the machine's cores that kept busy over the run (for isthmus the meter
+stops when the bench sees the run ended, up to ``POLL_SECONDS`` later: a little of the
+statistics refresh that follows a run may count).
 
 After isthmus's PostgreSQL run, the database floor (``dbfloor``): the server's own CPU to
 write the rows that first sync left (contacts, events, deliveries, jobs: copied aside and
