@@ -74,7 +74,6 @@ from benchsupport import (
     API_PID_VARIABLE,
     CpuMeter,
     ServerProcess,
-    cpu_seconds,
     create_database,
     drop_database,
     serve_forever,
@@ -224,8 +223,10 @@ def report(result: dict[str, Any]) -> None:
 async def bare_main(base: str) -> None:
     rows = 0
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    meter = CpuMeter()
     async with aiohttp.ClientSession(headers=headers) as session:
-        cpu, started = time.process_time(), time.perf_counter()
+        meter.start()
+        started = time.perf_counter()
         after: str | None = "0"
         while after is not None:
             params = {"limit": str(PAGE_SIZE), "after": after}
@@ -234,8 +235,9 @@ async def bare_main(base: str) -> None:
                 body = json.loads(await r.read())
             rows += len(body["results"])
             after = body.get("paging", {}).get("next", {}).get("after")
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    report({"rows": rows, "seconds": seconds, "cpu_seconds": cpu})
+        seconds = time.perf_counter() - started
+        cpu = meter.stop()
+    report({"rows": rows, "seconds": seconds, "cpu": cpu})
 
 
 # -- dlt --------------------------------------------------------------------------------------
@@ -367,7 +369,6 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
             if phase == "changed":
                 await control(base, "change")
             before = await delivered()
-            cpu = time.process_time()
             meter.start()
             asked = datetime.now(UTC)
             requested = await hub.sync_runs.request(actor, view.integration.id)
@@ -380,7 +381,6 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
                 run = await hub.sync_runs.get(tenant.id, run.id)
             spent = meter.stop()
             seconds = ((run.finished_at or datetime.now(UTC)) - asked).total_seconds()
-            cpu = time.process_time() - cpu
             c = run.counts
             got = (c.fetched, c.created, c.updated)
             made = await delivered() - before
@@ -396,7 +396,6 @@ async def isthmus_main(base: str, database_url: str, home: str, total: int) -> N
                     "phase": phase,
                     "rows": c.fetched,
                     "seconds": seconds,
-                    "cpu_seconds": cpu,
                     "cpu": spent,
                     "created": c.created,
                     "updated": c.updated,
@@ -438,16 +437,6 @@ def child(args: list[str], timeout: float, api_pid: int | None = None) -> dict[s
     raise RuntimeError(f"{args[0]} gave no result (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def bare_run(server: ServerProcess, timeout: float) -> dict[str, Any]:
-    """The bare loop, with the CPU the contacts API spent serving it (when it can be read)."""
-    before = cpu_seconds(server.proc.pid)
-    found = child(["--_bare", server.base], timeout)
-    after = cpu_seconds(server.proc.pid)
-    if before is not None and after is not None:
-        found["api_cpu_seconds"] = after - before
-    return found
-
-
 def done_with(name: str, scratch: list[str]) -> None:
     """Drop a contender's database once its figures are in: left, the server's autovacuum
     would analyse and vacuum its tables during the next contender's run."""
@@ -467,7 +456,7 @@ def bench(args: argparse.Namespace) -> int:
     print(f"isthmus contact sync benchmark: {args.contacts:,} contacts, {PAGE_SIZE} per page")
     try:
         with tempfile.TemporaryDirectory(prefix="isthmus-sync-bench-") as tmp:
-            bare.append(bare_run(server, args.timeout))
+            bare.append(child(["--_bare", server.base], args.timeout, server.proc.pid))
             print(f"  bare aiohttp loop: {bare[-1]['rows'] / bare[-1]['seconds']:,.0f} rows/s")
             if not args.skip_dlt:
                 url, name = asyncio.run(create_database())
@@ -505,7 +494,7 @@ def bench(args: argparse.Namespace) -> int:
                 if database == "postgresql":
                     floor = child(["--_floor", url], args.timeout)
                     done_with(name, scratch)
-            bare.append(bare_run(server, args.timeout))
+            bare.append(child(["--_bare", server.base], args.timeout, server.proc.pid))
             again = bare[-1]["rows"] / bare[-1]["seconds"]
             print(f"  bare aiohttp loop again: {again:,.0f} rows/s")
     finally:
@@ -591,8 +580,8 @@ def show_floor(floor: dict[str, Any], bare: list[dict[str, Any]], best_bare: flo
     n = floor["contacts"]
     parts = ", ".join(f"{t} {v / n * 1e6:.1f}" for t, v in floor["tables"].items())
     fastest = max(bare, key=lambda b: b["rows"] / b["seconds"])
-    bare_cpu = fastest["cpu_seconds"] / fastest["rows"]
-    api_cpu = fastest.get("api_cpu_seconds", 0.0) / fastest["rows"]
+    bare_cpu = fastest["cpu"]["process"] / fastest["rows"]
+    api_cpu = (fastest["cpu"]["api"] or 0.0) / fastest["rows"]
     top = dbfloor.ceiling(floor, bare_cpu + api_cpu)
     print(
         f"\nDatabase floor: PostgreSQL writing the first sync's rows alone ({floor['measured']}"
