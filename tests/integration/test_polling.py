@@ -507,6 +507,24 @@ async def test_an_auth_failure_goes_straight_to_error_until_fixed(
     )
 
 
+async def test_a_first_successful_run_makes_a_configured_integration_active(
+    api: httpx.AsyncClient, hub: Hub, clock: Clock, sync: ScriptedSync, admin_key: IssuedKey
+) -> None:
+    integration = await create_integration(api)
+    assert (integration["status"], integration["verifiedAt"]) == ("configuring", None)
+
+    await hub.polling.request_sync(Actor(admin_key.key.tenant_id, "test"), integration["id"])
+    await sync.run(Outcome(RunCounts(fetched=3, created=3)))
+
+    shown = await get_integration(api, integration["id"])
+    assert (shown["status"], shown["health"], shown["statusMessage"]) == (
+        "active",
+        "healthy",
+        None,
+    )
+    assert when(shown["verifiedAt"]) == clock.now
+
+
 async def test_a_failed_manual_run_without_polling_only_sets_health(
     api: httpx.AsyncClient, hub: Hub, clock: Clock, sync: ScriptedSync, admin_key: IssuedKey
 ) -> None:

@@ -343,7 +343,7 @@ async def record_outcome_in(
         assert polling is not None
         retries = polling.retry_count
         reason = f"polling disabled after {retries + 1} failed runs in a row: {outcome.message}"
-    updated = _with_health(integration, decision.health, reason, now)
+    updated = _with_health(integration, decision.health, reason, now, outcome.succeeded)
     if updated != integration:
         await integrations_repo.update(conn, updated)
 
@@ -374,20 +374,26 @@ async def record_outcome_in(
 
 
 def _with_health(
-    integration: Integration, health: Health, error: str | None, now: datetime
+    integration: Integration, health: Health, error: str | None, now: datetime, succeeded: bool
 ) -> Integration:
     """The integration after a run: its health, and status error with ``error`` as the
-    message when the run disabled polling or needs reauthorization; a success lifts an
-    earlier error status."""
+    message when the run disabled polling or needs reauthorization. A success lifts an
+    earlier error status, and verifies the connection of one still being configured (a
+    whole sync proves more than a connection test): both become active."""
     if error is not None:
         changed = replace(
             integration, status=IntegrationStatus.ERROR, health=Health.ERROR, status_message=error
         )
-    elif health in (Health.HEALTHY, Health.WARNING) and (
-        integration.status is IntegrationStatus.ERROR
+    elif succeeded and integration.status in (
+        IntegrationStatus.ERROR,
+        IntegrationStatus.CONFIGURING,
     ):
         changed = replace(
-            integration, status=IntegrationStatus.ACTIVE, health=health, status_message=None
+            integration,
+            status=IntegrationStatus.ACTIVE,
+            health=health,
+            status_message=None,
+            verified_at=integration.verified_at or now,
         )
     else:
         changed = replace(integration, health=health)
