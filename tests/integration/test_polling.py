@@ -495,9 +495,15 @@ async def test_an_auth_failure_goes_straight_to_error_until_fixed(
     disabled = [e for e in await table_rows(hub, events) if e["type"] == "integration.disabled"]
     assert [e["data"]["reason"] for e in disabled] == [shown["statusMessage"]]
 
-    # Fixed and switched on again: the next good run lifts the error.
+    # Switched on again: a run that fails (a retry pending) leaves the error as it is ...
     answer = await put_polling(api, integration["id"], frequency="hourly", maxRetries=4)
     await poll_when_due(hub, clock, answer)
+    await sync.run(Outcome(error=unavailable()))
+    shown = await get_integration(api, integration["id"])
+    assert (shown["status"], shown["health"]) == ("error", "warning")
+    assert shown["statusMessage"] == f"reauthorization needed: {error}"
+    # ... and the next good run lifts it.
+    await poll_when_due(hub, clock, await get_polling(api, integration["id"]))
     await sync.run(Outcome(RunCounts(fetched=1, created=1)))
     shown = await get_integration(api, integration["id"])
     assert (shown["status"], shown["health"], shown["statusMessage"]) == (
