@@ -394,3 +394,48 @@ async def test_nul_characters_in_the_url_are_422_on_every_database(
             response = await api.request(method, path, params=params)
 
             assert_problem(response, 422, {field})
+
+
+# A mistyped filter must not answer as if there were none (an export of everything).
+UNKNOWN_QUERIES = [
+    ("GET", "/api/v1/contacts", {"search": "ada"}, "search", "q"),
+    ("GET", "/api/v1/contacts/export.csv", {"integration_id": "int_x"}, "integration_id", "email"),
+    ("GET", INTEGRATIONS, {"page": "2"}, "page", "cursor"),
+    ("GET", "/api/v1/audit", {"actor": "cli"}, "actor", "resource"),
+    ("GET", "/api/v1/webhooks", {"active": "true"}, "active", "isActive"),
+    ("POST", f"{INTEGRATIONS}/int_nope/sync", {"wiat": "true"}, "wiat", "wait"),
+]
+
+
+async def test_unknown_query_parameters_are_422_naming_them_and_the_known_ones(
+    api: httpx.AsyncClient, subtests: pytest.Subtests
+) -> None:
+    for method, path, params, field, known in UNKNOWN_QUERIES:
+        with subtests.test(f"{method} {path} {field}"):
+            response = await api.request(method, path, params=params)
+
+            doc = assert_problem(response, 422, {field})
+            [error] = doc["errors"]
+            assert error["message"].startswith("is not a query parameter of this route")
+            assert known in error["message"].split("(it takes: ")[1]
+
+
+async def test_known_query_parameters_still_work_beside_the_check(
+    api: httpx.AsyncClient, settings: Settings, hub: Hub
+) -> None:
+    created = await api.post("/api/v1/contacts", json={"email": "ada@example.com"})
+    assert created.status_code == 201, created.text
+    await api.post("/api/v1/contacts", json={"email": "grace@example.com"})
+
+    found = await api.get("/api/v1/contacts", params={"q": "ada", "limit": 5})
+    assert found.status_code == 200, found.text
+    assert [c["email"] for c in found.json()["data"]] == ["ada@example.com"]
+    both = await api.get("/api/v1/contacts", params=[("email", "ADA@example.com"), ("limit", 1)])
+    assert [c["email"] for c in both.json()["data"]] == ["ada@example.com"]
+    # Each unknown name once, however often it is sent, the known ones not named.
+    twice = await api.get("/api/v1/contacts", params=[("x", "1"), ("q", "a"), ("x", "2")])
+    assert_problem(twice, 422, {"x"})
+    # The key is checked first: without one, the answer is 401 whatever the query.
+    async with app_client(settings, hub) as anonymous:
+        response = await anonymous.get("/api/v1/contacts", params={"search": "ada"})
+        assert_problem(response, 401)

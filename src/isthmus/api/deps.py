@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from isthmus.api.strict_query import refuse_unknown_query
 from isthmus.domain.auth import Actor, Scope
 from isthmus.errors import FieldError, InvalidInput, Unauthenticated
 from isthmus.hub import Hub
@@ -52,6 +53,7 @@ def require(scope: Scope) -> Callable[..., Awaitable[Actor]]:
     ) -> Actor:
         hub.access.require(actor, scope)
         await refuse_nul(request)
+        refuse_unknown_query(request)
         return actor
 
     return dependency
