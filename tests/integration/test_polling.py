@@ -208,6 +208,15 @@ async def test_put_sets_the_schedule_and_answers_the_next_poll(
     )
     assert (weekly["dayOfWeek"], weekly["dayOfMonth"]) == (0, None)
     assert when(weekly["nextPollAt"]) == at("2026-03-30 09:00")
+    # The same day by name: the same settings, answered with its number.
+    named = await put_polling(
+        api, integration["id"], frequency="weekly", dayOfWeek="Monday", timeOfDay="09:00"
+    )
+    assert (named["dayOfWeek"], named["nextPollAt"]) == (0, weekly["nextPollAt"])
+    sunday = await put_polling(
+        api, integration["id"], frequency="weekly", dayOfWeek="sun", timeOfDay="09:00"
+    )
+    assert (sunday["dayOfWeek"], when(sunday["nextPollAt"])) == (6, at("2026-03-29 09:00"))
 
     monthly = await put_polling(api, integration["id"], frequency="monthly", dayOfMonth=31)
     assert when(monthly["nextPollAt"]) == at("2026-03-31 02:00")
@@ -243,6 +252,8 @@ BAD_SETTINGS: list[tuple[dict[str, Any], set[str]]] = [
     ({"timezone": "Mars/Olympus_Mons"}, {"timezone"}),
     ({"timeOfDay": "7pm"}, {"timeOfDay"}),
     ({"frequency": "weekly"}, {"dayOfWeek"}),
+    ({"frequency": "weekly", "dayOfWeek": "funday"}, {"dayOfWeek"}),
+    ({"frequency": "weekly", "dayOfWeek": 1.5}, {"dayOfWeek"}),
     ({"frequency": "monthly", "dayOfMonth": 32}, {"dayOfMonth"}),
     ({"frequency": "fortnightly"}, {"frequency"}),
     ({"frequency": "cron"}, {"cron"}),

@@ -25,6 +25,7 @@ from isthmus.domain.schedule import (
     _consecutive_days_walked,
     after_run,
     cron_problem,
+    day_number,
     following,
     health,
     next_poll_at,
@@ -412,6 +413,24 @@ def test_the_consecutive_days_rule_agrees_with_croniter(days: str) -> None:
 )
 def test_good_settings_are_normalised(fields: dict[str, Any], expected: Schedule) -> None:
     assert parse_schedule(**fields) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [
+        ("monday", 0),
+        ("Mon", 0),
+        (" Sun ", 6),
+        ("WEDNESDAY", 2),
+        ("thu", 3),
+        ("funday", -1),
+        ("mo", -1),
+        ("", -1),
+        ("0", -1),
+    ],
+)
+def test_a_day_by_its_name_or_first_three_letters(name: str, number: int) -> None:
+    assert day_number(name) == number
 
 
 # -- retries, health, the end of a run ----------------------------------------------------

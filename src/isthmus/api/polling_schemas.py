@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import Field, StrictBool, StrictInt, StrictStr
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from isthmus.api.schemas import Body, Out
 from isthmus.domain.integrations import Health
@@ -14,9 +16,28 @@ from isthmus.domain.schedule import (
     DEFAULT_TIMEZONE,
     MAX_RETRIES_LIMIT,
     Frequency,
+    day_number,
 )
 from isthmus.services.polling import PollingSettings, PollingView
 from isthmus.store.sync_runs import RunStatus
+
+
+def _day_of_week(value: object) -> object:
+    if isinstance(value, str):
+        return day_number(value)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise PydanticCustomError(
+        "day_of_week", "must be 0 to 6 (Monday = 0) or a day's name (monday or mon, ...)"
+    )
+
+
+# A number or a day's name, stored and answered as the number.
+_DayOfWeek = Annotated[
+    StrictInt | None,
+    BeforeValidator(_day_of_week),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "null"}]}),
+]
 
 
 class PollingIn(Body):
@@ -39,8 +60,11 @@ class PollingIn(Body):
         description="HH:MM local time; hourly uses its minute. Default 02:00 (hourly: 00:00).",
         examples=["02:30"],
     )
-    day_of_week: StrictInt | None = Field(
-        None, description="Weekly: 0 = Monday ... 6 = Sunday.", examples=[0]
+    day_of_week: _DayOfWeek = Field(
+        None,
+        description="Weekly: 0 = Monday ... 6 = Sunday, or the day's name (monday or mon, ...; "
+        "the answer gives its number).",
+        examples=[0, "monday"],
     )
     day_of_month: StrictInt | None = Field(
         None, description="Monthly: 1-31; beyond a month's end, its last day.", examples=[1]

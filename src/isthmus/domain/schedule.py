@@ -103,7 +103,8 @@ def parse_schedule(
     """The schedule these settings describe, or ``InvalidInput`` naming every bad field.
 
     ``frequency`` is hourly, daily, weekly, monthly or cron (with ``cron``), or a cron
-    expression itself. Fields that do not apply to the frequency are dropped.
+    expression itself. ``day_of_week`` is 0 (Monday) to 6 (Sunday). Fields that do not
+    apply to the frequency are dropped.
     """
     errors: list[FieldError] = []
     freq = _frequency(frequency, cron)
@@ -132,7 +133,11 @@ def parse_schedule(
             errors.append(FieldError("timeOfDay", "must be HH:MM on a 24-hour clock, e.g. 02:30"))
         if freq is Frequency.WEEKLY and (day_of_week is None or not 0 <= day_of_week <= 6):
             errors.append(
-                FieldError("dayOfWeek", "weekly polling needs 0 to 6 (Monday = 0, Sunday = 6)")
+                FieldError(
+                    "dayOfWeek",
+                    "weekly polling needs 0 to 6 (Monday = 0, Sunday = 6) or a day's name "
+                    "(monday or mon, ...)",
+                )
             )
         if freq is Frequency.MONTHLY and (day_of_month is None or not 1 <= day_of_month <= 31):
             errors.append(
@@ -153,6 +158,21 @@ def parse_schedule(
         day_of_week if freq is Frequency.WEEKLY else None,
         day_of_month if freq is Frequency.MONTHLY else None,
     )
+
+
+#: Monday first: a day's number is its index, as ``date.weekday()`` counts (not cron's 0 = Sunday:
+#: hence names too, which no one misreads).
+DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def day_number(day: str) -> int:
+    """A day's name or its first three letters (any case) as its number, the index in
+    ``DAY_NAMES``; any other text -1, which no schedule takes."""
+    name = day.strip().lower()
+    for number, full in enumerate(DAY_NAMES):
+        if name in (full, full[:3]):
+            return number
+    return -1
 
 
 def _frequency(frequency: str, cron: str | None) -> Frequency | None:
