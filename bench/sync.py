@@ -555,8 +555,10 @@ def bench(args: argparse.Namespace) -> int:
 
 def show_cpu(rows: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
     """Where each contender's first run spent CPU, per record, and how many cores that kept
-    busy over its wall time: what bounds it on this machine."""
+    busy over its wall time: what bounds it on this machine; and for each isthmus run, the
+    CPU a record the 4x dlt target leaves it here."""
     print("\nCPU per record in each first run (us), and the cores it kept busy:")
+    budget: float | None = None
     for label, first, _changed in rows:
         cpu = first.get("cpu")
         if not cpu or not first["rows"]:
@@ -571,8 +573,18 @@ def show_cpu(rows: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
             parts.append(f"the contacts API {cpu['api'] / n * 1e6:.1f}")
         # SQLite contenders leave the server idle: its background work is not theirs.
         shares = ("process", "api") if label.endswith("sqlite") else ("process", "postgres", "api")
-        busy = sum(cpu[k] or 0.0 for k in shares) / first["seconds"]
+        spent = sum(cpu[k] or 0.0 for k in shares)
+        busy = spent / first["seconds"]
         print(f"  {label}: {', '.join(parts)}: {busy:.2f} of {os.cpu_count()} cores")
+        if label.startswith("dlt"):
+            budget = first["seconds"] / n / TARGET_X_DLT  # wall time a record at 4x dlt
+        elif budget is not None:
+            print(
+                f"    {TARGET_X_DLT:g}x dlt allows {budget * 1e6:.1f} us of wall time a record: "
+                f"at most {budget * (os.cpu_count() or 1) * 1e6:.0f} us of CPU with every core "
+                f"busy, {budget * busy * 1e6:.0f} at the {busy:.2f} this run kept busy; it "
+                f"spent {spent / n * 1e6:.0f}"
+            )
 
 
 def show_floor(floor: dict[str, Any], bare: list[dict[str, Any]], best_bare: float) -> None:
