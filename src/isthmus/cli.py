@@ -9,18 +9,23 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from isthmus import __version__
-from isthmus.config import Settings, load_settings
-from isthmus.domain.auth import Actor
-from isthmus.errors import InvalidInput, IsthmusError, NotFound
+from isthmus import __version__, cli_sync
+from isthmus.cli_common import (
+    TenantOpt,
+    cli_actor,
+    command,
+    fail,
+    settings_of,
+    with_hub,
+)
+from isthmus.config import load_settings
+from isthmus.errors import InvalidInput, IsthmusError
 from isthmus.hub import Hub
 from isthmus.services.transfer import export_integrations, import_integrations
 from isthmus.store import migrate as migrations
@@ -43,32 +48,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(master_app, name="master-key")
 app.add_typer(integrations_app, name="integrations")
-
-T = TypeVar("T")
-TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant name.")]
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async command; isthmus errors become a message on stderr and exit code 1."""
-
-    @wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        try:
-            asyncio.run(fn(*args, **kwargs))
-        except IsthmusError as exc:
-            raise _fail(_describe(exc)) from None
-
-    return run
+app.command("sync")(cli_sync.sync)
 
 
 def _describe_runtime(hub: Hub) -> None:
@@ -82,27 +62,6 @@ def _describe_runtime(hub: Hub) -> None:
     )
 
 
-def _describe(exc: IsthmusError) -> str:
-    """The message, then one line per field error it does not already say."""
-    lines = [exc.message]
-    if isinstance(exc, InvalidInput):
-        lines += [
-            f"  {e.field}: {e.message}"
-            for e in exc.errors
-            if f"{e.field}: {e.message}" not in exc.message
-        ]
-    return "\n".join(lines)
-
-
-async def _with_hub(settings: Settings, work: Callable[[Hub], Awaitable[T]]) -> T:
-    hub = Hub.build(settings)
-    try:
-        await migrations.upgrade(hub.store)
-        return await work(hub)
-    finally:
-        await hub.close()
-
-
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -114,7 +73,7 @@ def main_options(
     try:
         ctx.obj = load_settings(config)
     except IsthmusError as exc:
-        raise _fail(exc.message, 2) from None
+        raise fail(exc.message, 2) from None
     logging.basicConfig(
         level=ctx.obj.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -147,7 +106,7 @@ def serve(
     from isthmus.api.app import create_app
     from isthmus.runtime import tune_process, with_workers
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     bind_host = host or settings.host
     bind_port = port if port is not None else settings.port
 
@@ -192,7 +151,7 @@ def worker(
     """Migrate the store, then run jobs (webhook deliveries, ...) until SIGTERM or Ctrl-C."""
     from isthmus.runtime import run_workers, tune_process
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
 
@@ -219,8 +178,8 @@ def migrate(ctx: typer.Context) -> None:
     """Apply pending database migrations."""
 
     async def run() -> None:
-        settings = _settings(ctx)
-        await _with_hub(settings, lambda hub: _noop())
+        settings = settings_of(ctx)
+        await with_hub(settings, lambda hub: _noop())
         typer.echo(f"store is at migration {migrations.head_revision()}")
 
     command(run)()
@@ -238,7 +197,7 @@ def tenants_create(ctx: typer.Context, name: str) -> None:
     """Create a tenant."""
 
     async def run() -> None:
-        tenant = await _with_hub(_settings(ctx), lambda hub: hub.access.create_tenant(name))
+        tenant = await with_hub(settings_of(ctx), lambda hub: hub.access.create_tenant(name))
         typer.echo(f"created tenant {tenant.name} ({tenant.id})")
 
     command(run)()
@@ -249,7 +208,7 @@ def tenants_list(ctx: typer.Context) -> None:
     """List tenants."""
 
     async def run() -> None:
-        for tenant in await _with_hub(_settings(ctx), lambda hub: hub.access.list_tenants()):
+        for tenant in await with_hub(settings_of(ctx), lambda hub: hub.access.list_tenants()):
             typer.echo(f"{tenant.name}\t{tenant.id}\t{tenant.created_at:%Y-%m-%d %H:%M}")
 
     command(run)()
@@ -270,17 +229,6 @@ def _duration(text: str) -> timedelta:
     )
 
 
-async def _actor(hub: Hub, tenant: str) -> Actor:
-    try:
-        found = await hub.access.tenant_named(tenant)
-    except NotFound:
-        hint = " (`isthmus serve` creates it on first start)" if tenant == "default" else ""
-        raise NotFound(
-            f"tenant {tenant!r} does not exist{hint}; `isthmus tenants create {tenant}` makes it"
-        ) from None
-    return Actor(found.id, "cli")
-
-
 @keys_app.command("create")
 def keys_create(
     ctx: typer.Context,
@@ -299,10 +247,10 @@ def keys_create(
         expires_at = utcnow() + _duration(expires_in) if expires_in else None
 
         async def work(hub: Hub) -> Any:
-            actor = await _actor(hub, tenant)
+            actor = await cli_actor(hub, tenant)
             return await hub.access.create_key(actor, name, scope or ["read"], expires_at)
 
-        issued = await _with_hub(_settings(ctx), work)
+        issued = await with_hub(settings_of(ctx), work)
         key = issued.key
         until = f", expires {key.expires_at:%Y-%m-%d %H:%M} UTC" if key.expires_at else ""
         typer.echo(f"created {key.id} ({', '.join(key.scopes)}{until}). Shown this once:")
@@ -317,9 +265,9 @@ def keys_list(ctx: typer.Context, tenant: TenantOpt = "default") -> None:
 
     async def run() -> None:
         async def work(hub: Hub) -> Any:
-            return await hub.access.list_keys((await _actor(hub, tenant)).tenant_id)
+            return await hub.access.list_keys((await cli_actor(hub, tenant)).tenant_id)
 
-        for key in await _with_hub(_settings(ctx), work):
+        for key in await with_hub(settings_of(ctx), work):
             state = "revoked" if key.revoked_at else "active"
             if not key.revoked_at and key.expires_at and key.expires_at <= utcnow():
                 state = "expired"
@@ -334,9 +282,9 @@ def keys_revoke(ctx: typer.Context, key_id: str, tenant: TenantOpt = "default") 
 
     async def run() -> None:
         async def work(hub: Hub) -> Any:
-            return await hub.access.revoke_key(await _actor(hub, tenant), key_id)
+            return await hub.access.revoke_key(await cli_actor(hub, tenant), key_id)
 
-        await _with_hub(_settings(ctx), work)
+        await with_hub(settings_of(ctx), work)
         typer.echo(f"revoked {key_id}")
 
     command(run)()
@@ -359,7 +307,7 @@ def master_status(ctx: typer.Context) -> None:
         async def work(hub: Hub) -> tuple[list[MasterKey], dict[str, int]]:
             return hub.master_keys.keys(), await hub.master_keys.usage()
 
-        keys, usage = await _with_hub(_settings(ctx), work)
+        keys, usage = await with_hub(settings_of(ctx), work)
         for i, key in enumerate(keys):
             newest = "  (newest: encrypts)" if i == len(keys) - 1 else ""
             typer.echo(f"{key.id}\t{usage.get(key.id, 0)} secrets{newest}")
@@ -377,8 +325,8 @@ def master_rotate(ctx: typer.Context) -> None:
         typer.echo(f"re-encrypting secrets: {done}/{total}", err=True)
 
     async def run() -> None:
-        settings = _settings(ctx)
-        report = await _with_hub(settings, lambda hub: hub.master_keys.rotate(on_progress=progress))
+        settings = settings_of(ctx)
+        report = await with_hub(settings, lambda hub: hub.master_keys.rotate(on_progress=progress))
         typer.echo(f"{report.reencrypted} secrets now encrypted with master key {report.key_id}.")
         for problem in report.unreadable:
             typer.secho(f"could not re-encrypt {problem}", fg=typer.colors.YELLOW, err=True)
@@ -406,7 +354,7 @@ def master_prune(ctx: typer.Context) -> None:
     """Remove from the key file the old master keys that no stored secret uses."""
 
     async def run() -> None:
-        dropped = await _with_hub(_settings(ctx), lambda hub: hub.master_keys.prune())
+        dropped = await with_hub(settings_of(ctx), lambda hub: hub.master_keys.prune())
         typer.echo(f"removed {', '.join(dropped)}" if dropped else "no unused old key to remove")
 
     command(run)()
@@ -437,12 +385,12 @@ def integrations_export(
 
     async def run() -> None:
         async def work(hub: Hub) -> dict[str, Any]:
-            actor = await _actor(hub, tenant)
+            actor = await cli_actor(hub, tenant)
             return await export_integrations(
                 hub.integrations, actor.tenant_id, with_secrets=with_secrets
             )
 
-        text = json.dumps(await _with_hub(_settings(ctx), work), indent=2) + "\n"
+        text = json.dumps(await with_hub(settings_of(ctx), work), indent=2) + "\n"
         if output is None:
             sys.stdout.write(text)
             return
@@ -471,10 +419,10 @@ def integrations_import(
             raise InvalidInput(f"{file} is not JSON: {exc}") from exc
 
         async def work(hub: Hub) -> Any:
-            actor = await _actor(hub, tenant)
+            actor = await cli_actor(hub, tenant)
             return await import_integrations(hub.integrations, actor, document)
 
-        result = await _with_hub(_settings(ctx), work)
+        result = await with_hub(settings_of(ctx), work)
         typer.echo(f"created {len(result.created)}, updated {len(result.updated)}")
         for name in result.created:
             typer.echo(f"  + {name}")

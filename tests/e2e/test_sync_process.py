@@ -3,6 +3,8 @@ local contacts API: the handler, the worker and the routes wired together as shi
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from e2e.conftest import Launcher
+from e2e.conftest import Launcher, clean_env, isthmus_executable
 
 pytestmark = pytest.mark.e2e
 
@@ -62,33 +64,8 @@ async def test_serve_runs_a_sync_to_its_end(
     server = launcher.serve(
         home=tmp_path / "home", env={"ISTHMUS_OUTBOUND_ALLOWLIST": "127.0.0.0/8"}
     )
-    headers = {"Authorization": f"Bearer {server.admin_key()}"}
-    async with httpx.AsyncClient(
-        base_url=server.url, headers=headers, trust_env=False, timeout=60
-    ) as api:
-        created = await api.post(
-            "/api/v1/integrations",
-            json={
-                "name": "CRM",
-                "provider": "api_endpoint",
-                "config": {
-                    "apiEndpoint": f"http://127.0.0.1:{contacts_api.port}/contacts",
-                    "dataSelector": "results",
-                    "pagination": {
-                        "type": "cursor",
-                        "cursorPath": "paging.next.after",
-                        "cursorParam": "after",
-                    },
-                    "fieldMapping": {
-                        "email": "properties.email",
-                        "firstName": "properties.firstname",
-                    },
-                },
-                "credentials": {"apiKey": TOKEN},
-            },
-        )
-        assert created.status_code == 201, created.text
-        integration_id = created.json()["id"]
+    async with _api(server.url, server.admin_key()) as api:
+        integration_id = await _create(api, "CRM", contacts_api.port, TOKEN)
 
         run = await api.post(
             f"/api/v1/integrations/{integration_id}/sync", params={"wait": "true", "timeout": 30}
@@ -99,3 +76,79 @@ async def test_serve_runs_a_sync_to_its_end(
         listed = (await api.get("/api/v1/contacts", params={"limit": 100})).json()["data"]
         assert len(listed) == 50
         assert {c["firstName"] for c in listed} == {f"F{n}" for n in range(50)}
+
+
+async def test_the_sync_command_follows_a_run_to_its_end(
+    launcher: Launcher, tmp_path: Path, contacts_api: ContactsAPI
+) -> None:
+    home = tmp_path / "home"
+    server = launcher.serve(home=home, env={"ISTHMUS_OUTBOUND_ALLOWLIST": "127.0.0.0/8"})
+    env = clean_env(ISTHMUS_HOME=str(home))
+    async with _api(server.url, server.admin_key()) as api:
+        good = await _create(api, "CRM", contacts_api.port, TOKEN)
+        await _create(api, "Stale token", contacts_api.port, "pat-na1-expired")
+
+        # In a thread: this test's event loop serves the contacts API meanwhile.
+        done = await asyncio.to_thread(_cli, ["sync", "CRM"], env)
+
+        assert done.returncode == 0, done.stdout + done.stderr + server.tail(40)
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("queued run_"), lines
+        assert lines[0].endswith(f" of 'CRM' ({good})"), lines
+        assert lines[-1] == "succeeded: fetched 50, created 50, updated 0, unchanged 0, skipped 0"
+        [run] = (await api.get(f"/api/v1/integrations/{good}/runs")).json()["data"]
+        assert (run["trigger"], run["status"], run["id"]) == (
+            "manual",
+            "succeeded",
+            lines[0].split()[1],
+        )
+
+        refused = await asyncio.to_thread(_cli, ["sync", "Stale token"], env)
+
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.stdout.splitlines()[-1].startswith("failed: fetched 0, created 0")
+        [reason] = refused.stderr.splitlines()
+        assert reason.startswith("error: run run_") and "answered 401" in reason, reason
+
+
+def _api(url: str, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, trust_env=False, timeout=60
+    )
+
+
+async def _create(api: httpx.AsyncClient, name: str, port: int, token: str) -> str:
+    """An integration reading the local contacts API with ``token``; its id."""
+    created = await api.post(
+        "/api/v1/integrations",
+        json={
+            "name": name,
+            "provider": "api_endpoint",
+            "config": {
+                "apiEndpoint": f"http://127.0.0.1:{port}/contacts",
+                "dataSelector": "results",
+                "pagination": {
+                    "type": "cursor",
+                    "cursorPath": "paging.next.after",
+                    "cursorParam": "after",
+                },
+                "fieldMapping": {"email": "properties.email", "firstName": "properties.firstname"},
+            },
+            "credentials": {"apiKey": token},
+        },
+    )
+    assert created.status_code == 201, created.text
+    integration_id: str = created.json()["id"]
+    return integration_id
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [isthmus_executable(), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -8,6 +8,7 @@ services, as the operator would see it.
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from isthmus.config import Settings, load_settings
 from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
 from isthmus.store import migrate
+from isthmus.store.sync_runs import RunStatus, Trigger
 
 #: For tests whose subject does not depend on the database: the store on SQLite only.
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -85,6 +87,7 @@ def test_every_command_and_subcommand_answers_help(tmp_path: Path) -> None:
         "master-key rotate",
         "integrations export",
         "integrations import",
+        "sync",
     } <= names
     home = tmp_path / "never-created"
     env = cli_env(ISTHMUS_HOME=str(home))
@@ -291,6 +294,32 @@ async def test_export_leaves_secrets_out_unless_confirmed(
     assert "every credential" not in unattended.stderr
     with_secrets = json.loads(ok(unattended))
     assert {i["name"]: i["credentials"] for i in with_secrets["integrations"]} == seeded
+
+
+async def test_sync_detached_queues_a_manual_run_by_name_or_id(
+    settings: Settings, api: httpx.AsyncClient, hub: Hub
+) -> None:
+    env = cli_env(settings)
+    await _seed(api)
+    tenant_id = (await hub.access.tenant_named("default")).id
+    crm = await hub.integrations.find(tenant_id, "CRM")
+
+    first = ok(run_cli(["sync", "CRM", "--detach"], env))
+    [run_id] = re.findall(r"run_\w+", first)
+    assert first.strip() == f"queued {run_id} of 'CRM' ({crm.id})"
+    run = await hub.sync_runs.get(tenant_id, run_id)
+    assert (run.trigger, run.status, run.integration_id) == (
+        Trigger.MANUAL,
+        RunStatus.QUEUED,
+        crm.id,
+    )
+    # Asked again, by id, while that run waits: the same run, not a second one.
+    again = ok(run_cli(["sync", crm.id, "--detach"], env))
+    assert again.strip() == f"joined the run already under way: {run_id} of 'CRM' ({crm.id})"
+    assert [r.id for r in (await hub.sync_runs.list(tenant_id, crm.id)).items] == [run_id]
+
+    unknown = failed(run_cli(["sync", "Nope"], env))
+    assert "no integration has the id or the name 'Nope'" in unknown
 
 
 async def test_import_into_another_tenant_then_again_updates(

@@ -91,6 +91,17 @@ class IntegrationService:
                 raise NotFound.of(RESOURCE, integration_id)
             return await self._view(conn, found)
 
+    async def find(self, tenant_id: str, ref: str) -> Integration:
+        """The integration with the id ``ref``, else the one named ``ref``: what an operator
+        types."""
+        async with self.store.read() as conn:
+            found = await repo.get(conn, tenant_id, ref) or await repo.by_name(
+                conn, tenant_id, ref.strip()
+            )
+        if found is None:
+            raise NotFound(f"no integration has the id or the name {ref!r}")
+        return found
+
     async def list(
         self,
         tenant_id: str,
