@@ -4,6 +4,7 @@ local contacts API: the handler, the worker and the routes wired together as shi
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -109,6 +110,18 @@ async def test_the_sync_command_follows_a_run_to_its_end(
         assert refused.stdout.splitlines()[-1].startswith("failed: fetched 0, created 0")
         [reason] = refused.stderr.splitlines()
         assert reason.startswith("error: run run_") and "answered 401" in reason, reason
+
+    # The server's log says how each run ended.
+    logged = server.output().decode(errors="replace")
+    assert re.search(
+        rf"INFO isthmus\.polling sync run {run['id']} of CRM \({good}\) succeeded in "
+        r"[\d.]+ s: fetched 50, created 50, updated 0, unchanged 0, skipped 0",
+        logged,
+    ), server.tail(20)
+    stale = reason.split()[2]
+    assert re.search(
+        rf"sync run {stale} of Stale token \(int_\w+\) failed in [\d.]+ s: fetched 0", logged
+    )
 
 
 def _api(url: str, key: str) -> httpx.AsyncClient:

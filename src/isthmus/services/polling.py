@@ -367,6 +367,21 @@ async def record_outcome_in(
             "error": outcome.message,
         },
     )
+    took = (now - run.started_at).total_seconds() if run.started_at else 0.0
+    log.info(
+        "sync run %s of %s (%s) %s in %.2f s: fetched %d, created %d, updated %d, "
+        "unchanged %d, skipped %d",
+        run.id,
+        integration.name,
+        integration.id,
+        "succeeded" if outcome.succeeded else "failed",
+        took,
+        counts.fetched,
+        counts.created,
+        counts.updated,
+        counts.unchanged,
+        counts.skipped,
+    )
     if decision.disable:
         assert reason is not None
         await _announce_disabled(conn, actor, integration, updated, reason, now)
