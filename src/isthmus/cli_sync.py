@@ -51,7 +51,7 @@ def sync(
     try:
         command(run)()
     except KeyboardInterrupt:
-        typer.echo("stopped following; the run goes on", err=True)
+        typer.echo("stopped following (a run already queued goes on)", err=True)
         raise typer.Exit(130) from None
 
 
