@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -17,6 +18,7 @@ import typer
 from isthmus.cli_common import TenantOpt, cli_actor, command, fail, settings_of, with_hub
 from isthmus.hub import Hub
 from isthmus.store.sync_runs import ACTIVE, RunStatus, SyncRun, Trigger
+from isthmus.store.types import utcnow
 
 #: How often the command looks at the run.
 PROGRESS_SECONDS = 1.0
@@ -62,7 +64,7 @@ async def _follow(hub: Hub, run: SyncRun) -> SyncRun:
     hinted = False
     while True:
         run = await hub.sync_runs.get(run.tenant_id, run.id)
-        line = progress_line(run)
+        line = progress_line(run, utcnow())
         if line != shown:
             typer.echo(line)
             shown = line
@@ -79,10 +81,18 @@ async def _follow(hub: Hub, run: SyncRun) -> SyncRun:
         await asyncio.sleep(PROGRESS_SECONDS)
 
 
-def progress_line(run: SyncRun) -> str:
+def progress_line(run: SyncRun, now: datetime) -> str:
+    """``running 12.0 s: fetched 24,000 (2,000/s), created ...``; ``succeeded in 50.0 s: ...``
+    at the end; a queued run's counts alone."""
     c = run.counts
+    head, rate = run.status.value, ""
+    if run.started_at is not None:
+        took = max(((run.finished_at or now) - run.started_at).total_seconds(), 0.0)
+        head += f" {'in ' if run.finished_at else ''}{took:.1f} s"
+        if took >= 1:
+            rate = f" ({c.fetched / took:,.0f}/s)"
     line = (
-        f"{run.status.value}: fetched {c.fetched:,}, created {c.created:,}, "
+        f"{head}: fetched {c.fetched:,}{rate}, created {c.created:,}, "
         f"updated {c.updated:,}, unchanged {c.unchanged:,}, skipped {c.skipped:,}"
     )
     if c.skipped_reasons:

@@ -96,7 +96,11 @@ async def test_the_sync_command_follows_a_run_to_its_end(
         lines = done.stdout.splitlines()
         assert lines[0].startswith("queued run_"), lines
         assert lines[0].endswith(f" of 'CRM' ({good})"), lines
-        assert lines[-1] == "succeeded: fetched 50, created 50, updated 0, unchanged 0, skipped 0"
+        assert re.fullmatch(
+            r"succeeded in [\d.]+ s: fetched 50( \([\d,]+/s\))?, created 50, updated 0, "
+            r"unchanged 0, skipped 0",
+            lines[-1],
+        ), lines
         [run] = (await api.get(f"/api/v1/integrations/{good}/runs")).json()["data"]
         assert (run["trigger"], run["status"], run["id"]) == (
             "manual",
@@ -107,7 +111,9 @@ async def test_the_sync_command_follows_a_run_to_its_end(
         refused = await asyncio.to_thread(_cli, ["sync", "Stale token"], env)
 
         assert refused.returncode == 1, refused.stdout + refused.stderr
-        assert refused.stdout.splitlines()[-1].startswith("failed: fetched 0, created 0")
+        assert re.match(
+            r"failed in [\d.]+ s: fetched 0, created 0", refused.stdout.splitlines()[-1]
+        )
         [reason] = refused.stderr.splitlines()
         assert reason.startswith("error: run run_") and "answered 401" in reason, reason
 
