@@ -8,7 +8,6 @@ not the run.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime
 from typing import Annotated
@@ -63,7 +62,6 @@ async def _follow(hub: Hub, run: SyncRun) -> SyncRun:
     since = time.monotonic()
     hinted = False
     while True:
-        run = await hub.sync_runs.get(run.tenant_id, run.id)
         line = progress_line(run, utcnow())
         if line != shown:
             typer.echo(line)
@@ -78,7 +76,8 @@ async def _follow(hub: Hub, run: SyncRun) -> SyncRun:
                 err=True,
             )
             hinted = True
-        await asyncio.sleep(PROGRESS_SECONDS)
+        # Back as soon as the run ends, else after a progress interval.
+        run = await hub.sync_runs.wait(run.tenant_id, run.id, seconds=PROGRESS_SECONDS)
 
 
 def progress_line(run: SyncRun, now: datetime) -> str:
