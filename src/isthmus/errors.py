@@ -48,6 +48,7 @@ the hub's own caller (the API answers them with 401/404/429), an upstream's answ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -81,6 +82,16 @@ class InvalidInput(IsthmusError):
     @classmethod
     def field(cls, field: str, message: str) -> InvalidInput:
         return cls(f"{field}: {message}", [FieldError(field, message)])
+
+    @classmethod
+    def of(cls, errors: Sequence[FieldError]) -> InvalidInput:
+        """One error reads ``field: message``; several, ``N invalid fields: a, b`` (each
+        field's message is in ``errors``)."""
+        if len(errors) == 1:
+            return cls.field(errors[0].field, errors[0].message)
+        fields = list(dict.fromkeys(e.field for e in errors))
+        plural = "" if len(fields) == 1 else "s"
+        return cls(f"{len(fields)} invalid field{plural}: {', '.join(fields)}", list(errors))
 
 
 class PayloadTooLarge(InvalidInput):

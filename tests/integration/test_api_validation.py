@@ -439,3 +439,17 @@ async def test_known_query_parameters_still_work_beside_the_check(
     async with app_client(settings, hub) as anonymous:
         response = await anonymous.get("/api/v1/contacts", params={"search": "ada"})
         assert_problem(response, 401)
+
+
+async def test_the_detail_alone_says_what_is_wrong(api: httpx.AsyncClient) -> None:
+    # Clients often log only the detail: one bad field is named there with its problem.
+    one = assert_problem(await api.get("/api/v1/contacts", params={"limit": 0}), 422, {"limit"})
+    assert one["detail"] == "limit: Input should be greater than or equal to 1"
+    polling = f"{INTEGRATIONS}/int_nope/polling"
+    retries = assert_problem(await api.put(polling, json={"maxRetries": -1}), 422, {"maxRetries"})
+    assert retries["detail"].startswith("maxRetries: Input should be greater than or equal to 0")
+    # Several: how many and which; each one's problem is in ``errors``.
+    several = assert_problem(await api.post(INTEGRATIONS, json={}), 422, {"name", "provider"})
+    count, names = several["detail"].split(": ")
+    assert count == "2 invalid fields"
+    assert sorted(names.split(", ")) == ["name", "provider"]

@@ -112,9 +112,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         reason = next(e for e in raw if e.get("type") == "json_invalid")
         why = (reason.get("ctx") or {}).get("error", "malformed")
         return problem(400, "Malformed JSON", f"the request body is not valid JSON: {why}")
-    errors = [FieldError(_field_path(tuple(e["loc"])), _message(e)) for e in raw]
-    fields = ", ".join(dict.fromkeys(e.field for e in errors))
-    return problem(422, "Invalid input", f"invalid fields: {fields}", errors=errors)
+    invalid = InvalidInput.of([FieldError(_field_path(tuple(e["loc"])), _message(e)) for e in raw])
+    return problem(422, invalid.title, invalid.message, errors=invalid.errors)
 
 
 def _message(error: Any) -> str:

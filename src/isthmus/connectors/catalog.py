@@ -273,12 +273,7 @@ def _auth_type(spec: ProviderSpec, config: object) -> str | None:
 
 
 def _invalid(problems: Iterable[FieldError]) -> InvalidInput:
-    errors = sorted(problems, key=lambda e: (e.field, e.message))
-    if len(errors) == 1:
-        return InvalidInput(f"{errors[0].field}: {errors[0].message}", errors)
-    fields = list(dict.fromkeys(e.field for e in errors))
-    plural = "" if len(fields) == 1 else "s"
-    return InvalidInput(f"{len(fields)} invalid field{plural}: {', '.join(fields)}", errors)
+    return InvalidInput.of(sorted(problems, key=lambda e: (e.field, e.message)))
 
 
 _TYPE_NAMES = {
