@@ -250,6 +250,26 @@ async def test_an_archived_type_cannot_be_subscribed_to(api: httpx.AsyncClient) 
     assert_problem(response, 422, {"events.0"})
 
 
+async def test_a_wildcard_must_match_a_live_type(api: httpx.AsyncClient) -> None:
+    # A typo in a prefix would otherwise be a subscription that silently receives nothing.
+    response = await api.post(WEBHOOKS, json=webhook_body(events=["contact.*", "contcat.*"]))
+
+    doc = assert_problem(response, 422, {"events.1"})
+    assert "'contcat.*' matches no live event type" in doc["detail"]
+    # Only archived types under the prefix: nothing would be received either.
+    await api.patch(f"{EVENT_TYPES}/card.viewed", json={"archived": True})
+    assert_problem(await api.post(WEBHOOKS, json=webhook_body(events=["card.*"])), 422)
+    # On a change too, and the subscription keeps what it had.
+    created = await create_webhook(api, events=["*", "contact.*"])
+    path = f"{WEBHOOKS}/{created['id']}"
+    assert_problem(await api.patch(path, json={"events": ["lead.*", "laed.*"]}), 422, {"events.1"})
+    assert (await api.get(path)).json()["events"] == ["*", "contact.*"]
+    # A type made under a new prefix makes the prefix good.
+    assert (await api.post(EVENT_TYPES, json={"name": "card.flipped"})).status_code == 201
+    changed = await api.patch(path, json={"events": ["card.*"]})
+    assert changed.status_code == 200, changed.text
+
+
 async def test_a_type_the_tenant_made_can_be_subscribed_to(api: httpx.AsyncClient) -> None:
     assert (await api.post(EVENT_TYPES, json={"name": "invoice.paid"})).status_code == 201
 

@@ -79,18 +79,18 @@ async def get(
     return _row(row) if row else None
 
 
-async def live_names(conn: AsyncConnection, tenant_id: str, names: Iterable[str]) -> set[str]:
-    """Which of ``names`` are event types of the tenant that are not archived."""
-    wanted = list(set(names))
-    if not wanted:
-        return set()
-    rows = await conn.execute(
-        sa.select(event_types.c.name).where(
-            event_types.c.tenant_id == tenant_id,
-            event_types.c.name.in_(wanted),
-            event_types.c.archived.is_(False),
-        )
-    )
+async def live_names(
+    conn: AsyncConnection, tenant_id: str, names: Iterable[str] | None = None
+) -> set[str]:
+    """Which of ``names`` (all, when None) are event types of the tenant that are not
+    archived."""
+    where = [event_types.c.tenant_id == tenant_id, event_types.c.archived.is_(False)]
+    if names is not None:
+        wanted = list(set(names))
+        if not wanted:
+            return set()
+        where.append(event_types.c.name.in_(wanted))
+    rows = await conn.execute(sa.select(event_types.c.name).where(*where))
     return {r[0] for r in rows}
 
 

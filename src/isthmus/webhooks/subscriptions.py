@@ -21,8 +21,10 @@ from isthmus.domain.records import Page, WebhookSubscription
 from isthmus.domain.webhooks import (
     DEFAULT_GRACE_HOURS,
     DEFAULT_TIMEOUT,
+    WILDCARD,
     SubscriptionStatus,
     is_wildcard,
+    matches,
 )
 from isthmus.errors import (
     BlockedAddress,
@@ -119,15 +121,19 @@ class SubscriptionService:
 
     @staticmethod
     async def _check_known(conn: AsyncConnection, tenant_id: str, filters: Sequence[str]) -> None:
-        """Every filter that names an event type names a live one of the tenant's. ``filters``
-        as the client sent them, so the field errors point at the right positions."""
+        """Every filter that names an event type names a live one of the tenant's, and every
+        prefix wildcard matches one (``contcat.*`` would otherwise receive nothing, silently).
+        ``filters`` as the client sent them, so the field errors point at the right positions."""
         names = [f for f in filters if not is_wildcard(f)]
-        live = await event_types_repo.live_names(conn, tenant_id, names)
-        errors = [
-            FieldError(f"events.{i}", f"unknown or archived event type {f!r}")
-            for i, f in enumerate(filters)
-            if f in names and f not in live
-        ]
+        prefixes = [f for f in filters if is_wildcard(f) and f != WILDCARD]
+        # A tenant has tens of event types: all of them are read when a prefix is to match.
+        live = await event_types_repo.live_names(conn, tenant_id, None if prefixes else names)
+        errors = []
+        for i, f in enumerate(filters):
+            if f in names and f not in live:
+                errors.append(FieldError(f"events.{i}", f"unknown or archived event type {f!r}"))
+            elif f in prefixes and not any(matches([f], name) for name in live):
+                errors.append(FieldError(f"events.{i}", f"{f!r} matches no live event type"))
         if errors:
             detail = "; ".join(e.message for e in errors)
             raise InvalidInput(f"events: {detail}", errors)
