@@ -48,7 +48,6 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(master_app, name="master-key")
 app.add_typer(integrations_app, name="integrations")
-app.command("sync")(cli_sync.sync)
 
 
 def _describe_runtime(hub: Hub) -> None:
@@ -187,6 +186,10 @@ def migrate(ctx: typer.Context) -> None:
 
 async def _noop() -> None:
     return None
+
+
+# Listed after the process commands (typer lists commands in the order they are added).
+app.command("sync")(cli_sync.sync)
 
 
 # -- tenants ---------------------------------------------------------------------------------

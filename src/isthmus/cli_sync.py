@@ -33,8 +33,9 @@ def sync(
         bool, typer.Option("--detach", help="Queue the run and return without following it.")
     ] = False,
 ) -> None:
-    """Sync an integration's contacts now and follow the run (a serve or worker process on
-    the same store runs it); exit 1 if it fails."""
+    """Sync an integration's contacts now and follow the run; exit 1 if it fails.
+
+    A serve or worker process on the same store runs it."""
 
     async def run() -> None:
         async def work(hub: Hub) -> SyncRun:
