@@ -80,6 +80,22 @@ async def test_openapi_describes_request_bodies_and_problems(client: httpx.Async
     assert body.get("additionalProperties") is False
 
 
+async def test_openapi_describes_every_query_parameter(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+
+    bare = [
+        f"{method.upper()} {path} ?{param['name']}"
+        for path, operations in doc["paths"].items()
+        for method, operation in operations.items()
+        for param in operation.get("parameters", [])
+        if param["in"] == "query" and not param.get("description")
+    ]
+    assert bare == []
+    contacts = doc["paths"]["/api/v1/contacts"]["get"]["parameters"]
+    limit = next(p for p in contacts if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == 200 and "1 to 200" in limit["description"]
+
+
 @pytest.mark.parametrize("page", ["/api/docs", "/api/redoc"])
 async def test_docs_pages_use_only_local_assets(client: httpx.AsyncClient, page: str) -> None:
     response = await client.get(page)

@@ -8,11 +8,12 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from isthmus.api.strict_query import refuse_unknown_query
 from isthmus.domain.auth import Actor, Scope
+from isthmus.domain.pagination import MAX_LIMIT
 from isthmus.errors import FieldError, InvalidInput, Unauthenticated
 from isthmus.hub import Hub
 
@@ -107,3 +108,9 @@ def utc_instant(field: str, value: datetime | None) -> datetime | None:
 Reader = Annotated[Actor, Depends(require(Scope.READ))]
 Writer = Annotated[Actor, Depends(require(Scope.WRITE))]
 Admin = Annotated[Actor, Depends(require(Scope.ADMIN))]
+
+# Every list route pages the same way (its default limit beside the parameter).
+CursorQ = Annotated[
+    str | None, Query(description="The `nextCursor` of the page before; none for the first.")
+]
+LimitQ = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")]

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from isthmus.api.deps import Admin, HubDep, utc_instant
+from isthmus.api.deps import Admin, CursorQ, HubDep, LimitQ, utc_instant
 from isthmus.api.schemas import AuditOut, PageOut
-from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.domain.pagination import DEFAULT_LIMIT
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -19,11 +19,13 @@ async def audit(
     hub: HubDep,
     actor: Admin,
     resource: Annotated[str | None, Query(description="A type (`integration`) or type/id.")] = None,
-    action: Annotated[str | None, Query(examples=["integration.update"])] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    action: Annotated[
+        str | None, Query(description="Only this action.", examples=["integration.update"])
+    ] = None,
+    since: Annotated[datetime | None, Query(description="At or after this time.")] = None,
+    until: Annotated[datetime | None, Query(description="Before this time.")] = None,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
 ) -> PageOut[AuditOut]:
     page = await hub.audit.query(
         actor.tenant_id,

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from isthmus.api.contact_schemas import ContactCreate, ContactOut, ContactPatch
-from isthmus.api.deps import HubDep, Reader, Writer, utc_instant
+from isthmus.api.deps import CursorQ, HubDep, LimitQ, Reader, Writer, utc_instant
 from isthmus.api.schemas import PageOut
 from isthmus.domain.contacts import ContactFilter
-from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.domain.pagination import DEFAULT_LIMIT
 
 router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"])
 
@@ -55,8 +55,8 @@ async def list_contacts(
     integration_id: _IntegrationQ = None,
     updated_since: _SinceQ = None,
     q: _SearchQ = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
 ) -> PageOut[ContactOut]:
     where = _filter(email, company, integration_id, updated_since, q)
     page = await hub.contacts.list(actor.tenant_id, where, cursor=cursor, limit=limit)

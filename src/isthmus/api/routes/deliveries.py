@@ -16,9 +16,9 @@ from isthmus.api.delivery_schemas import (
     RecoverIn,
     RecoverOut,
 )
-from isthmus.api.deps import HubDep, Reader, Writer, utc_instant
+from isthmus.api.deps import CursorQ, HubDep, LimitQ, Reader, Writer, utc_instant
 from isthmus.api.schemas import PageOut
-from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.domain.pagination import DEFAULT_LIMIT
 from isthmus.store.delivery_log import DeliveryStatus
 from isthmus.webhooks.delivery_log import DeliveryLogService
 
@@ -52,10 +52,13 @@ async def list_deliveries(
     webhook_id: str,
     log: LogDep,
     actor: Reader,
-    status: DeliveryStatus | None = None,
-    event_type: Annotated[str | None, Query(alias="eventType", max_length=100)] = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    status: Annotated[DeliveryStatus | None, Query(description="Only this status.")] = None,
+    event_type: Annotated[
+        str | None,
+        Query(alias="eventType", max_length=100, description="Only events of this type."),
+    ] = None,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
 ) -> PageOut[DeliveryOut]:
     page = await log.list(
         actor.tenant_id,

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from isthmus.api.deps import HubDep, Reader, Writer
+from isthmus.api.deps import CursorQ, HubDep, LimitQ, Reader, Writer
 from isthmus.api.schemas import EventTypeCreate, EventTypeOut, EventTypePatch, PageOut
-from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.domain.pagination import DEFAULT_LIMIT
 
 router = APIRouter(prefix="/api/v1/event-types", tags=["event types"])
 
@@ -17,9 +17,11 @@ router = APIRouter(prefix="/api/v1/event-types", tags=["event types"])
 async def list_event_types(
     hub: HubDep,
     actor: Reader,
-    archived: bool | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    archived: Annotated[
+        bool | None, Query(description="Only archived (true) or only live (false) types.")
+    ] = None,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
 ) -> PageOut[EventTypeOut]:
     page = await hub.event_types.list(
         actor.tenant_id, archived=archived, cursor=cursor, limit=limit

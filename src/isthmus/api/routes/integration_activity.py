@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from isthmus import metrics
 from isthmus.api.activity_schemas import MetricsOut, RequestLogOut
-from isthmus.api.deps import HubDep, Reader, utc_instant
+from isthmus.api.deps import CursorQ, HubDep, LimitQ, Reader, utc_instant
 from isthmus.api.schemas import PageOut
 from isthmus.connectors.request_log import RequestLogService
 from isthmus.connectors.types import LogLevel
-from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.domain.pagination import DEFAULT_LIMIT
 
 router = APIRouter()
 
@@ -60,8 +60,8 @@ async def integration_logs(
         str | None, Query(max_length=200, description="Text in the URL or the message.")
     ] = None,
     since: Annotated[datetime | None, Query(description="Calls from this time on.")] = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
 ) -> PageOut[RequestLogOut]:
     page = await log.entries(
         actor.tenant_id,

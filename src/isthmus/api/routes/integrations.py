@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from isthmus.api.deps import Admin, HubDep, Reader, Writer
+from isthmus.api.deps import Admin, CursorQ, HubDep, LimitQ, Reader, Writer
 from isthmus.api.schemas import (
     CredentialFieldOut,
     IntegrationCreate,
@@ -18,7 +18,7 @@ from isthmus.api.schemas import (
     RevealOut,
 )
 from isthmus.domain.integrations import IntegrationStatus, IntegrationType
-from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.domain.pagination import DEFAULT_LIMIT
 from isthmus.errors import FieldError, InvalidInput
 
 router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
@@ -63,11 +63,13 @@ async def create(body: IntegrationCreate, hub: HubDep, actor: Writer) -> Integra
 async def list_integrations(
     hub: HubDep,
     actor: Reader,
-    provider: str | None = None,
-    type: IntegrationType | None = None,
-    status: IntegrationStatus | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    provider: Annotated[
+        str | None, Query(description="Only this provider (`api_endpoint`, `hubspot`, ...).")
+    ] = None,
+    type: Annotated[IntegrationType | None, Query(description="Only this type.")] = None,
+    status: Annotated[IntegrationStatus | None, Query(description="Only this status.")] = None,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
 ) -> PageOut[IntegrationOut]:
     page = await hub.integrations.list(
         actor.tenant_id,

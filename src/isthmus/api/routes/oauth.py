@@ -4,8 +4,9 @@ from the provider; the one-use state authenticates the callback)."""
 from __future__ import annotations
 
 from html import escape
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from isthmus.api.deps import HubDep, Writer, refuse_nul
@@ -40,10 +41,12 @@ async def authorize(integration_id: str, hub: HubDep, actor: Writer) -> OAuthAut
 async def callback(
     request: Request,
     hub: HubDep,
-    code: str | None = None,
-    state: str | None = None,
-    error: str | None = None,
-    error_description: str | None = None,
+    code: Annotated[str | None, Query(description="The authorization code.")] = None,
+    state: Annotated[str | None, Query(description="The state the authorize step made.")] = None,
+    error: Annotated[str | None, Query(description="The provider's refusal, if any.")] = None,
+    error_description: Annotated[
+        str | None, Query(description="The provider's words on it.")
+    ] = None,
 ) -> Response:
     try:
         await refuse_nul(request)

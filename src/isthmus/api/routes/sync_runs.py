@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from isthmus.api.deps import HubDep, Reader, Writer
+from isthmus.api.deps import CursorQ, HubDep, LimitQ, Reader, Writer
 from isthmus.api.schemas import Out, PageOut
-from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.domain.pagination import DEFAULT_LIMIT
 from isthmus.store.sync_runs import ACTIVE, SyncRun
 
 router = APIRouter(prefix="/api/v1", tags=["sync"])
@@ -75,8 +75,11 @@ async def sync(
     hub: HubDep,
     actor: Writer,
     response: Response,
-    wait: bool = False,
-    timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_SECONDS)] = 60.0,  # noqa: ASYNC109
+    wait: Annotated[bool, Query(description="Answer once the run has finished.")] = False,
+    timeout: Annotated[  # noqa: ASYNC109
+        float,
+        Query(gt=0, le=MAX_WAIT_SECONDS, description="Seconds `wait=true` waits at most."),
+    ] = 60.0,
 ) -> RunOut:
     requested = await hub.sync_runs.request(actor, integration_id)
     run = requested.run
@@ -92,8 +95,8 @@ async def list_runs(
     integration_id: str,
     hub: HubDep,
     actor: Reader,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
 ) -> PageOut[RunOut]:
     page = await hub.sync_runs.list(actor.tenant_id, integration_id, cursor=cursor, limit=limit)
     return PageOut(data=[RunOut.of(r) for r in page.items], next_cursor=page.next_cursor)

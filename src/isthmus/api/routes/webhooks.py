@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from isthmus.api.deps import HubDep, Reader, Writer
+from isthmus.api.deps import CursorQ, HubDep, LimitQ, Reader, Writer
 from isthmus.api.schemas import (
     PageOut,
     RotateIn,
@@ -16,7 +16,7 @@ from isthmus.api.schemas import (
     WebhookTestOut,
     WebhookWithSecret,
 )
-from isthmus.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from isthmus.domain.pagination import DEFAULT_LIMIT
 from isthmus.domain.webhooks import DEFAULT_GRACE_HOURS, MAX_GRACE_HOURS, SubscriptionStatus
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
@@ -46,10 +46,12 @@ async def create(body: WebhookCreate, hub: HubDep, actor: Writer) -> WebhookWith
 async def list_webhooks(
     hub: HubDep,
     actor: Reader,
-    status: SubscriptionStatus | None = None,
-    is_active: Annotated[bool | None, Query(alias="isActive")] = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    status: Annotated[SubscriptionStatus | None, Query(description="Only this status.")] = None,
+    is_active: Annotated[
+        bool | None, Query(alias="isActive", description="Only active (true) or paused (false).")
+    ] = None,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
 ) -> PageOut[WebhookOut]:
     page = await hub.webhooks.list(
         actor.tenant_id, status=status, is_active=is_active, cursor=cursor, limit=limit
