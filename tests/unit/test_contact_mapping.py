@@ -107,6 +107,67 @@ def test_unmapped_fields_are_dropped_and_nested_ones_are_not_guessed() -> None:
     assert contact.custom == {} and contact.first_name is None
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        # HubSpot's CRM objects
+        {
+            "id": "51",
+            "properties": {
+                "email": "Ada@Example.com",
+                "firstname": "Ada",
+                "lastname": "Lovelace",
+                "jobtitle": "CTO",
+            },
+        },
+        # JSON:API
+        {
+            "id": "51",
+            "type": "people",
+            "attributes": {
+                "email-address": "ada@example.com",
+                "first-name": "Ada",
+                "surname": "Lovelace",
+                "job-title": "CTO",
+            },
+        },
+        # Airtable
+        {
+            "id": "51",
+            "fields": {
+                "Email": "ada@example.com",
+                "First Name": "Ada",
+                "Last Name": "Lovelace",
+                "Title": "CTO",
+            },
+        },
+    ],
+    ids=["hubspot-properties", "jsonapi-attributes", "airtable-fields"],
+)
+def test_names_inside_a_well_known_field_container_match_too(record: dict[str, Any]) -> None:
+    contact = mapped(record)
+    assert (contact.email, contact.first_name, contact.last_name, contact.job_title) == (
+        "ada@example.com",
+        "Ada",
+        "Lovelace",
+        "CTO",
+    )
+    assert contact.external_id == "51"
+
+
+def test_the_top_level_wins_over_the_container() -> None:
+    contact = mapped(
+        {"email": "top@example.com", "properties": {"email": "in@example.com", "phone": "1"}}
+    )
+    assert (contact.email, contact.phone) == ("top@example.com", "1")
+    # A blank value at the top does not hide the container's.
+    assert mapped({"email": "", "attributes": {"email": "in@example.com"}}).email == (
+        "in@example.com"
+    )
+    # A container that is not an object is ignored.
+    assert skipped({"fields": ["email"], "properties": "x"}) == "no email"
+
+
 # -- user mappings, provider defaults, paths --------------------------------------------------
 
 

@@ -8,7 +8,9 @@ mapping tries, in order:
 2. otherwise the provider's default paths (:data:`PROVIDER_DEFAULTS`), then auto-matching:
    a top-level key whose name equals the field's name or one of its few aliases
    (:data:`AUTO_MATCH`) once case, ``_``, ``-`` and spaces are ignored, so ``first_name``,
-   ``FirstName`` and ``firstname`` all fill ``firstName``.
+   ``FirstName`` and ``firstname`` all fill ``firstName``; failing that, such a key inside
+   the record's field container (:data:`FIELD_CONTAINERS`: ``properties``, ``attributes``,
+   ``fields``).
 
 Paths are dotted (``properties.email``; a number indexes a list: ``emails.0.value``). Source
 fields nobody mapped are dropped; ``custom.<name>: <path>`` keeps one in the contact's custom
@@ -47,6 +49,12 @@ AUTO_MATCH: dict[str, tuple[str, ...]] = {
     "company": ("company", "companyname", "organization", "organisation"),
     "jobTitle": ("jobtitle", "title"),
 }
+
+
+#: Where well-known API shapes keep a record's own fields: HubSpot's ``properties``, JSON:API's
+#: ``attributes``, Airtable's ``fields``. Auto-matching looks inside these for what the top
+#: level lacks, and into no other nested object (``company.email`` is not the person's).
+FIELD_CONTAINERS = ("properties", "attributes", "fields")
 
 
 @dataclass(frozen=True)
@@ -302,7 +310,18 @@ def _blank(value: object) -> bool:
 
 
 def _auto_matched(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Canonical field -> the value of the best-ranked top-level key that auto-matches it."""
+    """Canonical field -> the value of the best-ranked top-level key that auto-matches it,
+    else of the best-ranked key inside the record's field container, if it has one."""
+    found = _best_keys(record)
+    for container in FIELD_CONTAINERS:
+        inner = record.get(container)
+        if type(inner) is dict or isinstance(inner, Mapping):
+            for name, value in _best_keys(inner).items():
+                found.setdefault(name, value)
+    return found
+
+
+def _best_keys(record: Mapping[str, Any]) -> dict[str, Any]:
     best: dict[str, tuple[int, Any]] = {}
     for key, value in record.items():
         hit = _ALIASES.get(fold(key)) if isinstance(key, str) else None
