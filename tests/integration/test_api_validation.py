@@ -79,6 +79,16 @@ CREATE_CASES: list[Any] = [
         {"config.pagination.pageSize"},
         id="config-wrong-type",
     ),
+    pytest.param(
+        {"config": {"apiEndpoint": ENDPOINT, "fieldMapping": {"emial": "properties.email"}}},
+        {"config.fieldMapping.emial"},
+        id="mapping-not-a-contact-field",
+    ),
+    pytest.param(
+        {"config": {"apiEndpoint": ENDPOINT, "fieldMapping": {"email": "", "custom.": "x"}}},
+        {"config.fieldMapping.email", "config.fieldMapping.custom."},
+        id="mapping-bad-path-and-custom-name",
+    ),
     pytest.param({"name": 5}, {"name"}, id="name-not-a-string"),
     pytest.param({"name": ""}, {"name"}, id="name-empty"),
     pytest.param({"name": "   "}, {"name"}, id="name-blank"),

@@ -22,6 +22,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic import ValidationError as ModelError
 
+from isthmus.domain.contact_mapping import parse_user_mapping
 from isthmus.domain.integrations import IntegrationType
 from isthmus.errors import ConfigError, FieldError, InvalidInput
 
@@ -202,6 +203,8 @@ def validate_integration(
     credentials are allowed; unknown or malformed ones never are.
     """
     problems = {*_config_errors(spec, config), *_credential_errors(spec, credentials)}
+    said = {p.field for p in problems}
+    problems.update(e for e in _mapping_errors(config) if e.field not in said)
     if require_credentials:
         problems.update(_missing_credentials(spec, config, credentials))
     if problems:
@@ -232,6 +235,19 @@ def _config_errors(spec: ProviderSpec, config: object) -> Iterator[FieldError]:
             if "propertyNames" in schema_path:
                 path.append(error.instance)  # the offending key, not the object holding it
             yield FieldError(_config_path(path), _message(error))
+
+
+def _mapping_errors(config: object) -> Iterator[FieldError]:
+    """The field mapping's keys name contact fields (the schema checks only its shape): a
+    typo (``emial``) would otherwise be saved, and fail every sync of the integration."""
+    mapping = config.get("fieldMapping") if isinstance(config, Mapping) else None
+    if not isinstance(mapping, Mapping):
+        return
+    try:
+        parse_user_mapping(mapping)
+    except InvalidInput as exc:
+        for error in exc.errors:
+            yield FieldError(f"config.{error.field}", error.message)
 
 
 def _credential_errors(spec: ProviderSpec, credentials: object) -> Iterator[FieldError]:
