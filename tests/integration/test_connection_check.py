@@ -123,6 +123,21 @@ async def test_a_saved_integration_that_works_becomes_active_with_a_preview(
         "archived": "boolean",
         "tags": "array",
     }
+    # As a sync would take them: no mapping is set, so names match inside ``properties``.
+    assert result["contacts"][0] == {
+        "skipped": None,
+        "externalId": "1",
+        "email": "person1@example.com",
+        "firstName": "P1",
+        "lastName": None,
+        "phone": None,
+        "company": None,
+        "jobTitle": None,
+        "customFields": {},
+    }
+    assert [c["email"] for c in result["contacts"]] == [
+        p["properties"]["email"] for p in PEOPLE[:10]
+    ]
     # A few pages (the pagination is checked too), not the whole listing of five.
     assert [r.query.get("after") for r in contacts_api.requests] == [None, "10", "20"]
 
@@ -175,6 +190,31 @@ async def test_an_unsaved_config_is_tested_without_saving_anything(
     assert "45 in total" in result["message"]
     listed = (await local_api.get("/api/v1/integrations")).json()["data"]
     assert listed == []
+
+
+async def test_the_preview_shows_what_the_field_mapping_makes_of_the_records(
+    local_api: httpx.AsyncClient, contacts_api: ContactsAPI
+) -> None:
+    mapping = {"email": "properties.email", "lastName": "properties.firstname"}
+    mapping |= {"custom.score": "properties.score", "externalId": "properties.email"}
+    config = cursor_config(contacts_api.url("/contacts"), fieldMapping=mapping)
+    result = await check_unsaved(local_api, config)
+
+    first = result["contacts"][0]
+    # lastName as the user mapped it; firstName, not mapped, auto-matched.
+    assert (first["email"], first["lastName"], first["firstName"]) == (
+        "person1@example.com",
+        "P1",
+        "P1",
+    )
+    assert first["customFields"] == {"score": 1.5}
+    assert first["externalId"] == "person1@example.com"
+    # A mapping that finds no email: every record says why the sync would skip it.
+    config = cursor_config(contacts_api.url("/contacts"), fieldMapping={"email": "mail"})
+    result = await check_unsaved(local_api, config)
+    assert result["success"] is True
+    assert {c["skipped"] for c in result["contacts"]} == {"no email"}
+    assert result["contacts"][0]["externalId"] == "1" and result["contacts"][0]["email"] is None
 
 
 @pytest.mark.parametrize(

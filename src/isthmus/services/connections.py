@@ -2,7 +2,8 @@
 
 ``open`` builds what a sync walks (auth from the credentials, the integration's rate-limit
 budget, its request log). ``check`` fetches the first pages and reports what a person needs to
-know: did it work, how fast, a preview, how many records, which fields; a saved integration's
+know: did it work, how fast, a preview (the records, and the contacts the integration's field
+mapping makes of them), how many records, which fields; a saved integration's
 status moves configuring -> testing -> active or error with it. ``check_config`` does the same
 for a config not saved yet (a setup wizard's "test" step), changing nothing.
 """
@@ -26,6 +27,8 @@ from isthmus.connectors.request_log import RequestLog
 from isthmus.connectors.retry import RetryPolicy
 from isthmus.connectors.types import Page
 from isthmus.domain.auth import Actor
+from isthmus.domain.contact_mapping import FieldMapping, Skipped, map_record
+from isthmus.domain.contacts import Mapped
 from isthmus.domain.integrations import IntegrationStatus
 from isthmus.domain.records import Integration
 from isthmus.errors import InvalidInput, NotFound, OutboundError, UpstreamStatusError
@@ -75,6 +78,8 @@ class ConnectionCheck:
     total: int | None = None
     fields: list[dict[str, str]] = field(default_factory=list)
     error_class: str | None = None
+    #: ``preview`` as a sync would take it: each record's contact, or why it is skipped.
+    contacts: list[Mapped | Skipped] = field(default_factory=list)
 
 
 class ConnectionService:
@@ -156,7 +161,7 @@ class ConnectionService:
         except InvalidInput as exc:
             result = ConnectionCheck(False, exc.message, error_class="invalid_config")
         else:
-            result = await _probe(endpoint)
+            result = await _probe(endpoint, integration.provider, integration.config)
         if result.success:
             status = IntegrationStatus.ACTIVE if integration.enabled else IntegrationStatus.INACTIVE
             await self._set_status(actor, integration, status, None, verified=True)
@@ -183,7 +188,7 @@ class ConnectionService:
             )
         auth = auth_for(filled, credentials, http=self.outbound)
         endpoint = Endpoint.open(filled, auth, http=self.outbound, retry=CHECK_RETRY)
-        return await _probe(endpoint)
+        return await _probe(endpoint, provider, filled)
 
     async def _set_status(
         self,
@@ -217,8 +222,12 @@ def _require_supported(provider: str) -> None:
         )
 
 
-async def _probe(endpoint: Endpoint) -> ConnectionCheck:
+async def _probe(endpoint: Endpoint, provider: str, config: Mapping[str, Any]) -> ConnectionCheck:
     """Fetch the first page; every failure becomes a result, never an exception."""
+    try:
+        mapping = FieldMapping.build(provider, config.get("fieldMapping"))
+    except InvalidInput as exc:
+        return ConnectionCheck(False, exc.message, error_class="invalid_config")
     started = time.perf_counter()
     first: Page | None = None
     try:
@@ -237,15 +246,17 @@ async def _probe(endpoint: Endpoint) -> ConnectionCheck:
     counted = f"{count} record{'s' if count != 1 else ''} on the first page"
     if total is not None:
         counted += f", {total} in total"
+    preview = first.records[:PREVIEW_SIZE]
     return ConnectionCheck(
         success=True,
         message=f"Connected: {counted}.",
         status_code=response.status,
         latency_ms=round(response.duration * 1000, 1),
-        preview=first.records[:PREVIEW_SIZE],
+        preview=preview,
         records_count=count,
         total=total,
-        fields=detect_fields(first.records[:PREVIEW_SIZE]),
+        fields=detect_fields(preview),
+        contacts=[map_record(r, mapping) for r in preview],
     )
 
 

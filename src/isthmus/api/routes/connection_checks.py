@@ -9,6 +9,8 @@ from pydantic import Field, StrictStr
 
 from isthmus.api.deps import HubDep, Writer
 from isthmus.api.schemas import Body, Out
+from isthmus.domain.contact_mapping import Skipped
+from isthmus.domain.contacts import Mapped
 from isthmus.services.connections import ConnectionCheck
 
 router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
@@ -30,6 +32,37 @@ class FieldOut(Out):
     type: str = Field(description="JSON type(s): string, integer, number, boolean, ...")
 
 
+class MappedOut(Out):
+    """A previewed record as the sync would take it."""
+
+    skipped: str | None = Field(
+        None, description="Why the sync would skip the record; the fields below are then null."
+    )
+    external_id: str | None = Field(None, description="The record's id at the source.")
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    job_title: str | None = None
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: Mapped | Skipped) -> MappedOut:
+        if isinstance(result, Skipped):
+            return cls(skipped=result.reason, external_id=result.external_id)
+        return cls(
+            external_id=result.external_id,
+            email=result.email,
+            first_name=result.first_name,
+            last_name=result.last_name,
+            phone=result.phone,
+            company=result.company,
+            job_title=result.job_title,
+            custom_fields=dict(result.custom),
+        )
+
+
 class ConnectionCheckOut(Out):
     success: bool
     message: str = Field(description="What happened, in words; on failure, what to check.")
@@ -39,6 +72,10 @@ class ConnectionCheckOut(Out):
     records_count: int | None = Field(None, description="Records on the first page.")
     total: int | None = Field(None, description="All records, when the API says.")
     fields: list[FieldOut] = Field(description="Fields found in the preview, with their types.")
+    contacts: list[MappedOut] = Field(
+        description="The preview's records as the sync would take them: the contact the field "
+        "mapping (or auto-matching) makes of each, or why it would be skipped."
+    )
     error_class: str | None = Field(
         None, description="Why it failed: auth, dns, refused, timeout, bad_response, ..."
     )
@@ -54,6 +91,7 @@ class ConnectionCheckOut(Out):
             records_count=check.records_count,
             total=check.total,
             fields=[FieldOut(**f) for f in check.fields],
+            contacts=[MappedOut.of(c) for c in check.contacts],
             error_class=check.error_class,
         )
 
