@@ -89,6 +89,16 @@ CREATE_CASES: list[Any] = [
         {"config.fieldMapping.email", "config.fieldMapping.custom."},
         id="mapping-bad-path-and-custom-name",
     ),
+    pytest.param(
+        {"config": {"apiEndpoint": ENDPOINT, "incremental": {"recordField": "updatedAt"}}},
+        {"config.incremental.param"},
+        id="incremental-updated-since-without-param",
+    ),
+    pytest.param(
+        {"config": {"apiEndpoint": ENDPOINT, "incremental": {"type": "sometimes"}}},
+        {"config.incremental.type"},
+        id="incremental-unknown-type",
+    ),
     pytest.param({"name": 5}, {"name"}, id="name-not-a-string"),
     pytest.param({"name": ""}, {"name"}, id="name-empty"),
     pytest.param({"name": "   "}, {"name"}, id="name-blank"),

@@ -507,6 +507,51 @@ async def test_an_incremental_sync_asks_only_for_what_changed(
     assert counts(second) == (1, 1, 0, 0, 0)
 
 
+async def test_a_cursor_incremental_sync_starts_where_the_last_one_ended(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    integration = await make_integration(local_api, crm, incremental={"type": "cursor"})
+    first = await sync_now(local_api, worker, integration["id"])
+    assert counts(first) == (25, 25, 0, 0, 0)
+    assert [h.get("after") for h in crm.hits] == [None, "10", "20"]
+
+    crm.people.extend(person(n) for n in range(25, 32))
+    crm.hits.clear()
+    second = await sync_now(local_api, worker, integration["id"])
+
+    # The last page again (5 known), then what came after it (7 new).
+    assert [h.get("after") for h in crm.hits] == ["20", "30"]
+    assert counts(second) == (12, 7, 0, 5, 0)
+    assert len(await contacts(local_api)) == 32
+
+
+@pytest.mark.parametrize(
+    "incremental",
+    [{"type": "cursor"}, {"param": "updatedSince", "recordField": "updatedAt"}],
+    ids=["cursor", "updated-since"],
+)
+async def test_a_changed_mapping_makes_the_next_incremental_sync_a_full_one(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, incremental: dict[str, str]
+) -> None:
+    integration = await make_integration(local_api, crm, incremental=incremental)
+    await sync_now(local_api, worker, integration["id"])
+    again = await sync_now(local_api, worker, integration["id"])
+    assert again["fetched"] < 25  # incremental indeed
+    changed = {**integration["config"], "fieldMapping": MAPPING | {"jobTitle": "id"}}
+    patched = await local_api.patch(
+        f"/api/v1/integrations/{integration['id']}", json={"config": changed}
+    )
+    assert patched.status_code == 200, patched.text
+    crm.hits.clear()
+
+    run = await sync_now(local_api, worker, integration["id"])
+
+    # Every record read again, so every contact gets the newly mapped field.
+    assert ("updatedSince" in crm.hits[0], crm.hits[0].get("after")) == (False, None)
+    assert counts(run) == (25, 0, 25, 0, 0)
+    assert {c["jobTitle"] for c in await contacts(local_api)} == {p["id"] for p in crm.people}
+
+
 async def test_sync_wait_true_answers_when_the_run_has_finished(
     local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, clock: Clock
 ) -> None:

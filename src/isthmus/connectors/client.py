@@ -259,10 +259,12 @@ class APIClient:
         while request is not None:
             number += 1
             last = max_pages is not None and number >= max_pages
-            read = self._page_reader(walk, request, selector, last)
-            response, (records, request) = await self._send(request, True, read)
+            sent = request
+            read = self._page_reader(walk, sent, selector, last)
+            response, (records, request) = await self._send(sent, True, read)
             total = announced_total(pager, response.body)
-            yield Page(number, records, response, total, request.copy() if request else None)
+            following = request.copy() if request else None
+            yield Page(number, records, response, total, following, sent.copy())
 
     # -- the machinery -----------------------------------------------------------------------
 

@@ -99,6 +99,9 @@ class Page:
     #: The request for the page after this one (``None``: this was the last); a sync saves
     #: it as its checkpoint and resumes from it.
     next: Request | None = None
+    #: The request that fetched this page (as ``next``, without auth): where a cursor
+    #: incremental sync starts the next time, once this was the last page.
+    request: Request | None = None
 
 
 class Auth(Protocol):

@@ -14,7 +14,7 @@ One run::
         contact.updated for them, save the counts and the last page's next request as
         the checkpoint
     (up to WRITERS such transactions in flight, committing in page order: see _Writes)
-    one transaction: the incremental watermark (after a whole walk), the run's outcome and
+    one transaction: the incremental state (after a whole walk), the run's outcome and
     the polling rules (``record_outcome_in``), the job's completion
 
 A failed fetch ends the walk once the pages fetched before it are written, so a checkpoint
@@ -23,9 +23,7 @@ would not wait out, or the integration's budget out of room, puts the job back f
 time given (``RetryLater``) and the run resumes from its checkpoint. Any other failure
 ends the run as failed and the polling rules decide on retries and disabling.
 
-Incremental sync (config ``incremental: {"param": "updatedSince", "recordField":
-"updatedAt"}``): after a run that walked the whole listing, the highest ``recordField`` seen
-is saved; the next run asks for records from there (``?updatedSince=<value>``).
+Incremental sync (an updated-since value or a saved cursor): see :mod:`isthmus.sync.walk`.
 """
 
 from __future__ import annotations
@@ -34,12 +32,12 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
-from isthmus.connectors.selector import MISSING, get_path
-from isthmus.connectors.types import Page, Request
+from isthmus.connectors.selector import get_path
+from isthmus.connectors.types import Page
 from isthmus.domain.contact_mapping import FieldMapping, Skipped, map_record
 from isthmus.domain.contacts import Mapped
 from isthmus.errors import (
@@ -56,7 +54,8 @@ from isthmus.store import contact_upserts, queue, sync_runs, sync_state
 from isthmus.store import integrations as integrations_repo
 from isthmus.store.contact_upserts import UpsertOutcome
 from isthmus.store.db import Store
-from isthmus.store.sync_runs import ACTIVE, RunCounts, RunStatus, SyncRun
+from isthmus.store.sync_runs import ACTIVE, RunStatus, SyncRun
+from isthmus.sync.walk import MappedPage, Walk, highest, past_a_power_of_ten
 from isthmus.webhooks.event_types import EventTypeService
 from isthmus.webhooks.publish import DEFAULT_MAX_PAYLOAD_BYTES
 
@@ -102,8 +101,7 @@ class SyncRunner:
             state = await sync_state.get(conn, run.integration_id)
         if integration is None:
             return
-        incremental = _incremental(integration.config)
-        walk = _Walk(run, incremental, state)
+        walk = Walk(run, integration.config, state)
         error: BaseException | None = None
         try:
             mapping = FieldMapping.build(
@@ -118,9 +116,8 @@ class SyncRunner:
             error = exc
             log.warning("sync run %s failed: %s", run_id, exc)
         async with self.store.transaction() as conn:
-            if error is None and incremental is not None and walk.watermark is not None:
-                state = {**state, "since": walk.watermark}
-                await sync_state.put(conn, tenant_id, integration.id, state, job.clock())
+            if error is None and (following := walk.next_state()) is not None:
+                await sync_state.put(conn, tenant_id, integration.id, following, job.clock())
             await record_outcome_in(
                 conn, tenant_id, run_id, Outcome(walk.counts, error), now=job.clock()
             )
@@ -128,16 +125,16 @@ class SyncRunner:
         if walk.stale_statistics:  # upkeep for the runs that follow, once this one has ended
             await self._refresh_statistics(walk.run)
 
-    async def _walk(self, job: Job, walk: _Walk, mapping: FieldMapping) -> None:
+    async def _walk(self, job: Job, walk: Walk, mapping: FieldMapping) -> None:
         run = walk.run
         endpoint = await self.connections.open(
             run.tenant_id, run.integration_id, clock=lambda: job.clock().timestamp()
         )
         async with endpoint:
             pages = endpoint.pages(resume=walk.resume_from(), params=walk.first_params())
-            ready: asyncio.Queue[_Read | _End] = asyncio.Queue(PREFETCH_PAGES)
+            ready: asyncio.Queue[MappedPage | _End] = asyncio.Queue(PREFETCH_PAGES)
             fetcher = asyncio.create_task(
-                _fetch(pages, mapping, walk.incremental, ready), name=f"sync {run.id} fetch"
+                _fetch(pages, mapping, walk.record_field, ready), name=f"sync {run.id} fetch"
             )
             writes = _Writes()
             try:
@@ -167,7 +164,7 @@ class SyncRunner:
                     await fetcher
 
     async def _write(
-        self, job: Job, walk: _Walk, pages: list[_Read], before: asyncio.Task[None] | None
+        self, job: Job, walk: Walk, pages: list[MappedPage], before: asyncio.Task[None] | None
     ) -> None:
         """The pages in one transaction fenced by the lease; the checkpoint is the last's.
         It commits only after ``before`` (the write of the pages before these) did, and not
@@ -203,9 +200,10 @@ class SyncRunner:
             checkpoint = walk.checkpoint(pages[-1].following, watermark)
             await sync_runs.save_checkpoint(conn, run.id, checkpoint, counts)
         # Only what committed counts: a failed write leaves the walk where it stood.
-        if _past_a_power_of_ten(walk.counts.created, counts.created):
+        if past_a_power_of_ten(walk.counts.created, counts.created):
             walk.stale_statistics = True
         walk.counts, walk.watermark = counts, watermark
+        walk.last_request = pages[-1].request
 
     async def _refresh_statistics(self, run: SyncRun) -> None:
         if self.store.dialect != "postgresql":
@@ -216,19 +214,6 @@ class SyncRunner:
         except Exception:
             # Only the speed of what follows depends on it; the pages are written.
             log.warning("sync run %s: could not refresh statistics", run.id, exc_info=True)
-
-
-@dataclass
-class _Read:
-    """A page fetched and mapped, waiting to be written."""
-
-    mapped: list[Mapped]
-    skipped: Counter[str]
-    fetched: int
-    watermark: Any
-    following: Request | None
-    #: The emails of ``mapped``: what the writes keep apart.
-    emails: frozenset[str]
 
 
 @dataclass
@@ -243,22 +228,22 @@ class _Batch:
     """What the writer takes at once: the pages waiting (at least one, unless the walk ended
     with an error), and the error that ended the walk after them."""
 
-    pages: list[_Read]
+    pages: list[MappedPage]
     error: Exception | None = None
 
 
 async def _fetch(
     pages: AsyncIterator[Page],
     mapping: FieldMapping,
-    incremental: Mapping[str, str] | None,
-    ready: asyncio.Queue[_Read | _End],
+    record_field: str | None,
+    ready: asyncio.Queue[MappedPage | _End],
 ) -> None:
     """Fetch and map page after page into ``ready``, then an ``_End``. The next page's
     request is known as soon as a page arrives, so fetching goes on while the writer writes;
     the queue's bound keeps it at most ``PREFETCH_PAGES`` ahead (memory stays bounded)."""
     try:
         async for page in pages:
-            await ready.put(_read(page, mapping, incremental))
+            await ready.put(_read(page, mapping, record_field))
     except Exception as exc:  # the writer raises it, after writing what came before
         await ready.put(_End(exc))
     else:
@@ -268,11 +253,10 @@ async def _fetch(
             await pages.aclose()
 
 
-def _read(page: Page, mapping: FieldMapping, incremental: Mapping[str, str] | None) -> _Read:
+def _read(page: Page, mapping: FieldMapping, field: str | None) -> MappedPage:
     mapped: list[Mapped] = []
     skipped: Counter[str] = Counter()
     watermark: Any = None
-    field = incremental["recordField"] if incremental is not None else None
     for record in page.records:
         result = map_record(record, mapping)
         if isinstance(result, Skipped):
@@ -280,12 +264,14 @@ def _read(page: Page, mapping: FieldMapping, incremental: Mapping[str, str] | No
         else:
             mapped.append(result)
         if field is not None:
-            watermark = _highest(watermark, get_path(record, field))
+            watermark = highest(watermark, get_path(record, field))
     emails = frozenset(m.email for m in mapped)
-    return _Read(mapped, skipped, len(page.records), watermark, page.next, emails)
+    return MappedPage(
+        mapped, skipped, len(page.records), watermark, page.request, page.next, emails
+    )
 
 
-def _upsert_groups(pages: list[_Read]) -> list[list[Mapped]]:
+def _upsert_groups(pages: list[MappedPage]) -> list[list[Mapped]]:
     """The pages' contacts in as few upserts as keep each page's meaning: a page holding an
     email that an earlier page of the group holds starts the next group. So a contact
     listed on two pages is created, then updated, whether or not the pages were written
@@ -303,7 +289,7 @@ def _upsert_groups(pages: list[_Read]) -> list[list[Mapped]]:
 
 
 async def _next_batch(
-    ready: asyncio.Queue[_Read | _End], busy: asyncio.Task[None] | None
+    ready: asyncio.Queue[MappedPage | _End], busy: asyncio.Task[None] | None
 ) -> _Batch | None:
     """The next pages to write: those waiting, and while ``busy`` (the write before) has not
     ended, those that arrive meanwhile, up to ``MAX_WRITE_RECORDS`` records; so the writes
@@ -335,8 +321,8 @@ async def _next_batch(
 
 
 async def _arrival(
-    ready: asyncio.Queue[_Read | _End], busy: asyncio.Task[None]
-) -> _Read | _End | None:
+    ready: asyncio.Queue[MappedPage | _End], busy: asyncio.Task[None]
+) -> MappedPage | _End | None:
     """The next item of ``ready``, or None if ``busy`` ends first (the item then stays
     queued: a cancelled ``get`` takes nothing)."""
     getter = asyncio.ensure_future(ready.get())
@@ -393,107 +379,6 @@ class _Writes:
             with contextlib.suppress(BaseException):
                 await task
         self._flight.clear()
-
-
-class _Walk:
-    """Where a run stands: its counts, its checkpoint, the incremental watermark."""
-
-    def __init__(
-        self, run: SyncRun, incremental: Mapping[str, str] | None, state: Mapping[str, Any]
-    ) -> None:
-        self.run = run
-        self.counts = run.counts
-        self.incremental = incremental
-        self.state = state
-        saved = run.checkpoint or {}
-        self.watermark: Any = saved.get("watermark")
-        self.writes = 0
-        self.stale_statistics = False
-        self._saved_next: dict[str, Any] | None = saved.get("next")
-
-    def resume_from(self) -> Request | None:
-        if self._saved_next is None:
-            return None
-        saved = self._saved_next
-        return Request(
-            method=saved["method"],
-            url=saved["url"],
-            params=[(str(k), str(v)) for k, v in saved.get("params", [])],
-            headers=dict(saved.get("headers", {})),
-            json=saved.get("json"),
-        )
-
-    def first_params(self) -> list[tuple[str, str]] | None:
-        if self.incremental is None or "since" not in self.state:
-            return None
-        return [(self.incremental["param"], str(self.state["since"]))]
-
-    def after(self, pages: list[_Read], outcome: UpsertOutcome) -> tuple[RunCounts, Any]:
-        """The counts and the watermark once ``pages`` are written with ``outcome``."""
-        c = self.counts
-        reasons = Counter(dict(c.skipped_reasons))
-        watermark = self.watermark
-        for page in pages:
-            reasons.update(page.skipped)
-            watermark = _highest(watermark, page.watermark)
-        counts = replace(
-            c,
-            fetched=c.fetched + sum(page.fetched for page in pages),
-            created=c.created + len(outcome.created),
-            updated=c.updated + len(outcome.updated),
-            unchanged=c.unchanged + outcome.unchanged,
-            skipped=c.skipped + sum(sum(page.skipped.values()) for page in pages),
-            skipped_reasons=dict(reasons),
-        )
-        return counts, watermark
-
-    def checkpoint(self, following: Request | None, watermark: Any) -> dict[str, Any]:
-        saved: dict[str, Any] = {"watermark": watermark}
-        if following is not None:
-            saved["next"] = {
-                "method": following.method,
-                "url": following.url,
-                "params": [list(pair) for pair in following.params],
-                "headers": following.headers,
-                "json": following.json,
-            }
-        return saved
-
-
-def _past_a_power_of_ten(before: int, after: int) -> bool:
-    """Whether a count went past 10, 100, 1,000, ...: the contacts table grew by about that
-    much, and its statistics are worth refreshing. From 10: statistics of a table that was
-    empty, or held one contact, rate the tenant index as good as the email index for a
-    lookup by email, and the first thousands of a first sync each read every contact."""
-    mark = 10
-    while mark <= after:
-        if before < mark:
-            return True
-        mark *= 10
-    return False
-
-
-def _highest(watermark: Any, value: Any) -> Any:
-    """The later of a watermark and a record's value (a value that cannot be one is not)."""
-    if value is MISSING or value is None or isinstance(value, bool | dict | list):
-        return watermark
-    if watermark is None or _later(value, watermark):
-        return value
-    return watermark
-
-
-def _later(value: Any, than: Any) -> bool:
-    """Watermarks compare as numbers when both are, else as text (ISO 8601 sorts as text)."""
-    if isinstance(value, int | float) and isinstance(than, int | float):
-        return value > than
-    return str(value) > str(than)
-
-
-def _incremental(config: Mapping[str, Any]) -> Mapping[str, str] | None:
-    block = config.get("incremental")
-    if not isinstance(block, Mapping) or not block.get("param") or not block.get("recordField"):
-        return None
-    return {"param": str(block["param"]), "recordField": str(block["recordField"])}
 
 
 __all__ = ["DEFAULT_RATE_LIMIT_WAIT", "SyncRunner"]
