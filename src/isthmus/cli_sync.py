@@ -32,6 +32,10 @@ def sync(
     detach: Annotated[
         bool, typer.Option("--detach", help="Queue the run and return without following it.")
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Walk the whole listing, whatever an incremental sync saved."),
+    ] = False,
 ) -> None:
     """Sync an integration's contacts now and follow the run; exit 1 if it fails.
 
@@ -41,7 +45,7 @@ def sync(
         async def work(hub: Hub) -> SyncRun:
             actor = await cli_actor(hub, tenant)
             found = await hub.integrations.find(actor.tenant_id, integration)
-            requested = await hub.sync_runs.request(actor, found.id, Trigger.MANUAL)
+            requested = await hub.sync_runs.request(actor, found.id, Trigger.MANUAL, full=full)
             how = "queued" if requested.created else "joined the run already under way:"
             typer.echo(f"{how} {requested.run.id} of {found.name!r} ({found.id})")
             return requested.run if detach else await _follow(hub, requested.run)

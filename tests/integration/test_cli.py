@@ -30,8 +30,9 @@ from isthmus.cli import app as cli_app
 from isthmus.config import Settings, load_settings
 from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
-from isthmus.store import migrate
+from isthmus.store import migrate, sync_state
 from isthmus.store.sync_runs import RunStatus, Trigger
+from isthmus.store.types import utcnow
 
 #: For tests whose subject does not depend on the database: the store on SQLite only.
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -317,6 +318,13 @@ async def test_sync_detached_queues_a_manual_run_by_name_or_id(
     again = ok(run_cli(["sync", crm.id, "--detach"], env))
     assert again.strip() == f"joined the run already under way: {run_id} of 'CRM' ({crm.id})"
     assert [r.id for r in (await hub.sync_runs.list(tenant_id, crm.id)).items] == [run_id]
+    # --full while it waits: the same run, and it will walk the whole listing.
+    async with hub.store.transaction() as conn:
+        await sync_state.put(conn, tenant_id, crm.id, {"since": "2026-11-01"}, utcnow())
+    full = ok(run_cli(["sync", "CRM", "--detach", "--full"], env))
+    assert run_id in full
+    async with hub.store.read() as conn:
+        assert await sync_state.get(conn, crm.id) == {}
 
     unknown = failed(run_cli(["sync", "Nope"], env))
     assert "no integration has the id or the name 'Nope'" in unknown

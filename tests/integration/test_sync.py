@@ -525,6 +525,43 @@ async def test_a_cursor_incremental_sync_starts_where_the_last_one_ended(
     assert len(await contacts(local_api)) == 32
 
 
+async def test_a_full_sync_walks_everything_and_is_refused_while_a_run_runs(
+    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, clock: Clock
+) -> None:
+    integration = await make_integration(local_api, crm, incremental={"type": "cursor"})
+    sync = f"/api/v1/integrations/{integration['id']}/sync"
+    await sync_now(local_api, worker, integration["id"])
+    crm.hits.clear()
+
+    full = await local_api.post(sync, params={"full": "true"})
+    assert full.status_code == 202, full.text
+    await worker.run_pending()
+
+    assert [h.get("after") for h in crm.hits] == [None, "10", "20"]
+    run = (await local_api.get(f"/api/v1/runs/{full.json()['id']}")).json()
+    assert counts(run) == (25, 0, 0, 25, 0)
+    audit = await local_api.get("/api/v1/audit", params={"action": "integration.sync.request"})
+    assert audit.json()["data"][0]["diff"]["full"] is True
+
+    # While a run is running it has read the saved cursor already: a full sync must wait.
+    started = (await local_api.post(sync)).json()
+    crm.hold_at = "20"
+    [claimed] = await queue.claim(
+        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
+    )
+    running = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
+    await asyncio.wait_for(crm.held.wait(), 10)
+    refused = await local_api.post(sync, params={"full": "true"})
+    assert refused.status_code == 409, refused.text
+    assert started["id"] in refused.json()["detail"]
+    crm.release.set()
+    await asyncio.wait_for(running, 10)
+    crm.hits.clear()
+    # The refusal changed nothing: the next plain run is incremental still.
+    await sync_now(local_api, worker, integration["id"])
+    assert [h.get("after") for h in crm.hits] == ["20"]
+
+
 @pytest.mark.parametrize(
     "incremental",
     [{"type": "cursor"}, {"param": "updatedSince", "recordField": "updatedAt"}],

@@ -60,7 +60,7 @@ from isthmus.errors import (
 from isthmus.services.audit import record
 from isthmus.store import integrations as integrations_repo
 from isthmus.store import polling as repo
-from isthmus.store import queue, sync_runs
+from isthmus.store import queue, sync_runs, sync_state
 from isthmus.store.db import Store
 from isthmus.store.polling import PollingRow
 from isthmus.store.sync_runs import SYNC_KIND, NewRun, RunCounts, RunStatus, SyncRun, Trigger
@@ -241,14 +241,23 @@ class PollingService:
     # -- runs ----------------------------------------------------------------------------
 
     async def request_sync(
-        self, actor: Actor, integration_id: str, trigger: Trigger = Trigger.MANUAL
+        self,
+        actor: Actor,
+        integration_id: str,
+        trigger: Trigger = Trigger.MANUAL,
+        *,
+        full: bool = False,
     ) -> RequestedSync:
         """Queue a run of the integration now, or join the one already queued or running.
-        ``Conflict`` if the integration is disabled."""
+        ``full``: the run walks the whole listing, whatever an incremental sync saved.
+        ``Conflict`` if the integration is disabled, or for ``full`` if a run is running
+        (it read the incremental state when it started)."""
         async with self.store.transaction() as conn:
             integration = await _integration(conn, actor.tenant_id, integration_id, lock=True)
             if not integration.enabled:
                 raise Conflict(f"integration {integration_id!r} is disabled; enable it first")
+            if full:
+                await sync_state.forget(conn, integration_id)
             now = self.clock()
             # Bounded: a run that ends between the refused insert and the read lets the
             # next insert through.
@@ -265,12 +274,19 @@ class PollingService:
                         group=integration_id,
                         now=now,
                     )
-                    diff = {"runId": run.id, "trigger": str(trigger)}
+                    diff: dict[str, Any] = {"runId": run.id, "trigger": str(trigger)}
+                    if full:
+                        diff["full"] = True
                     await record(
                         conn, actor, "integration.sync.request", RESOURCE, integration_id, diff
                     )
                     return RequestedSync(run, created=True)
                 running = await sync_runs.active(conn, actor.tenant_id, integration_id)
+                if running is not None and full and running.status is RunStatus.RUNNING:
+                    raise Conflict(
+                        f"run {running.id} of integration {integration_id!r} is running; "
+                        "ask for a full sync once it has ended"
+                    )
                 if running is not None:
                     return RequestedSync(running, created=False)
         raise Conflict(f"integration {integration_id!r}: its runs keep changing; try again")

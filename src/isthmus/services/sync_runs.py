@@ -25,10 +25,16 @@ class SyncRunService:
         self.polling = polling
 
     async def request(
-        self, actor: Actor, integration_id: str, trigger: Trigger = Trigger.API
+        self,
+        actor: Actor,
+        integration_id: str,
+        trigger: Trigger = Trigger.API,
+        *,
+        full: bool = False,
     ) -> RequestedSync:
-        """Queue a run now, or join the one already queued or running."""
-        return await self.polling.request_sync(actor, integration_id, trigger)
+        """Queue a run now, or join the one already queued or running (``full``: see
+        ``PollingService.request_sync``)."""
+        return await self.polling.request_sync(actor, integration_id, trigger, full=full)
 
     async def get(self, tenant_id: str, run_id: str) -> SyncRun:
         async with self.store.read() as conn:

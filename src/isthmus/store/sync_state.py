@@ -34,3 +34,8 @@ async def put(
                 integration_id=integration_id, tenant_id=tenant_id, state=state, updated_at=now
             )
         )
+
+
+async def forget(conn: AsyncConnection, integration_id: str) -> None:
+    """Drop the state: the integration's next run walks its whole listing."""
+    await conn.execute(sync_state.delete().where(sync_state.c.integration_id == integration_id))

@@ -76,12 +76,19 @@ async def sync(
     actor: Writer,
     response: Response,
     wait: Annotated[bool, Query(description="Answer once the run has finished.")] = False,
+    full: Annotated[
+        bool,
+        Query(
+            description="Walk the whole listing, whatever an incremental sync saved (409 "
+            "while a run is running)."
+        ),
+    ] = False,
     timeout: Annotated[  # noqa: ASYNC109
         float,
         Query(gt=0, le=MAX_WAIT_SECONDS, description="Seconds `wait=true` waits at most."),
     ] = 60.0,
 ) -> RunOut:
-    requested = await hub.sync_runs.request(actor, integration_id)
+    requested = await hub.sync_runs.request(actor, integration_id, full=full)
     run = requested.run
     if wait:
         run = await hub.sync_runs.wait(actor.tenant_id, run.id, seconds=timeout)
