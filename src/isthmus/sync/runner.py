@@ -116,8 +116,8 @@ class SyncRunner:
             error = exc
             log.warning("sync run %s failed: %s", run_id, exc)
         async with self.store.transaction() as conn:
-            if error is None and (following := walk.next_state()) is not None:
-                await sync_state.put(conn, tenant_id, integration.id, following, job.clock())
+            if error is None and (picks_up := walk.next_state()) is not None:
+                await sync_state.put(conn, tenant_id, integration.id, picks_up, job.clock())
             await record_outcome_in(
                 conn, tenant_id, run_id, Outcome(walk.counts, error), now=job.clock()
             )
