@@ -404,9 +404,7 @@ async def events_of(api: httpx.AsyncClient, webhook_id: str) -> list[tuple[str, 
     return found
 
 
-async def test_api_changes_publish_exactly_the_created_and_updated_events(
-    api: httpx.AsyncClient,
-) -> None:
+async def test_api_changes_publish_exactly_their_events(api: httpx.AsyncClient) -> None:
     hook = await create_webhook(api, events=["contact.*"])
     other = await create_webhook(api, name="leads only", events=["lead.created"])
 
@@ -416,11 +414,13 @@ async def test_api_changes_publish_exactly_the_created_and_updated_events(
     await api.patch(path, json={"lastName": "Lovelace"})  # no change: no event
     assert (await api.post(CONTACTS, json={"email": "ADA@example.com"})).status_code == 409
     assert (await api.post(CONTACTS, json={"email": "bad"})).status_code == 422
-    await api.delete(path)
+    assert (await api.delete(path)).status_code == 204
+    assert (await api.delete(path)).status_code == 404  # gone already: no second event
 
     assert await events_of(api, hook["id"]) == [
         ("contact.created", ada),
         ("contact.updated", renamed),
+        ("contact.deleted", renamed),  # the contact as it was
     ]
     assert await events_of(api, other["id"]) == []
 

@@ -38,7 +38,7 @@ async def test_a_tenant_starts_with_the_preloaded_event_types(api: httpx.AsyncCl
     listed = await walk(api, EVENT_TYPES)
 
     assert [e["name"] for e in listed] == PRELOADED
-    assert len(listed) == 11
+    assert len(listed) == 12
     for item in listed:
         assert item["archived"] is False
         assert item["schema"] is None
@@ -241,7 +241,7 @@ async def test_archived_types_can_be_filtered_and_restored(api: httpx.AsyncClien
 
     assert [e["name"] for e in archived] == ["card.viewed"]
     assert "card.viewed" not in [e["name"] for e in live]
-    assert len(live) == 10
+    assert len(live) == 11
     restored = await api.patch(f"{EVENT_TYPES}/card.viewed", json={"archived": False})
     assert restored.json()["archived"] is False
 

@@ -86,5 +86,5 @@ def test_wildcards(event_filter: str, wildcard: bool) -> None:
 
 
 def test_preloaded_names_are_valid() -> None:
-    assert len(PRELOADED_EVENT_TYPES) == 11
+    assert len(PRELOADED_EVENT_TYPES) == 12
     assert all(is_event_type_name(n) for n in PRELOADED_EVENT_TYPES)

@@ -21,6 +21,7 @@ _PREFIX = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 PRELOADED_EVENT_TYPES: dict[str, str] = {
     "contact.created": "A contact was created.",
     "contact.updated": "A contact was updated.",
+    "contact.deleted": "A contact was deleted (the data is the contact as it was).",
     "lead.created": "A lead was created.",
     "opportunity.created": "An opportunity was created.",
     "task.completed": "A task was marked as complete.",

@@ -44,7 +44,7 @@ from isthmus.webhooks.publish import DEFAULT_MAX_PAYLOAD_BYTES, NewEvent, publis
 from isthmus.webhooks.signing import data_json
 
 RESOURCE = "contact"
-CREATED, UPDATED = "contact.created", "contact.updated"
+CREATED, UPDATED, DELETED = "contact.created", "contact.updated", "contact.deleted"
 #: Python name -> API name of the fields a client sets.
 _TEXT_FIELDS = {
     "first_name": "firstName",
@@ -62,15 +62,18 @@ async def publish_changes(
     *,
     created: Iterable[Contact] = (),
     updated: Iterable[Contact] = (),
+    deleted: Iterable[Contact] = (),
     now: datetime,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> None:
-    """Publish ``contact.created`` for each created contact and ``contact.updated`` for each
-    updated one, in the caller's transaction, with one ``publish_many`` for them all; the
-    event's data is the contact as the API shows it. The one place contact events are
-    published. A type the tenant archived publishes nothing (and blocks no write)."""
+    """Publish ``contact.created`` for each created contact, ``contact.updated`` for each
+    updated one and ``contact.deleted`` for each deleted one (as it was), in the caller's
+    transaction, with one ``publish_many`` for them all; the event's data is the contact as
+    the API shows it. The one place contact events are published. A type the tenant
+    archived publishes nothing (and blocks no write)."""
     new_events: list[NewEvent] = []
-    for event_type, items in ((CREATED, list(created)), (UPDATED, list(updated))):
+    changes = ((CREATED, list(created)), (UPDATED, list(updated)), (DELETED, list(deleted)))
+    for event_type, items in changes:
         if not items or await _archived(conn, tenant_id, event_type):
             continue
         new_events.extend(
@@ -218,6 +221,13 @@ class ContactService:
             await repo.delete(conn, actor.tenant_id, contact_id)
             await record(
                 conn, actor, "contact.delete", RESOURCE, contact_id, {"email": current.email}
+            )
+            await publish_changes(
+                conn,
+                actor.tenant_id,
+                deleted=[current],
+                now=utcnow(),
+                max_payload_bytes=self.max_payload_bytes,
             )
 
 
