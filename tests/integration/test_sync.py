@@ -446,6 +446,55 @@ async def test_a_run_interrupted_mid_way_resumes_from_its_checkpoint(
     assert await contact_events(local_api, hook["id"]) == ["contact.created"] * 25
 
 
+async def test_a_running_run_cancelled_stops_at_its_next_write_and_keeps_what_it_wrote(
+    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, clock: Clock
+) -> None:
+    integration = await make_integration(local_api, crm, incremental={"type": "cursor"})
+    started = (await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")).json()
+    crm.hold_at = "20"
+    [claimed] = await queue.claim(
+        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
+    )
+    running = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
+    await asyncio.wait_for(crm.held.wait(), 10)
+    await asyncio.wait_for(fetched_at_least(local_api, started["id"], 20), 10)
+
+    cancel = await local_api.post(f"/api/v1/runs/{started['id']}/cancel")
+
+    assert cancel.status_code == 200, cancel.text
+    assert (cancel.json()["status"], counts(cancel.json())) == ("cancelled", (20, 20, 0, 0, 0))
+    assert cancel.json()["finishedAt"] is not None
+    crm.release.set()  # the third page arrives: its write finds the run ended and stops
+    await asyncio.wait_for(running, 10)
+    run = (await local_api.get(f"/api/v1/runs/{started['id']}")).json()
+    assert (run["status"], counts(run)) == ("cancelled", (20, 20, 0, 0, 0))
+    assert len(await contacts(local_api)) == 20
+    assert (await local_api.post(f"/api/v1/runs/{started['id']}/cancel")).status_code == 409
+    audit = await local_api.get("/api/v1/audit", params={"action": "integration.sync.cancel"})
+    assert audit.json()["data"][0]["diff"]["runId"] == started["id"]
+
+    # Nothing was saved to pick up from: the next run walks the whole listing, at once.
+    crm.hits.clear()
+    crm.hold_at = None
+    again = await sync_now(local_api, worker, integration["id"])
+    assert crm.hits[0].get("after") is None
+    assert counts(again) == (25, 5, 0, 20, 0)
+
+
+async def test_a_queued_run_cancelled_never_calls_the_api(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    integration = await make_integration(local_api, crm)
+    started = (await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")).json()
+
+    cancel = await local_api.post(f"/api/v1/runs/{started['id']}/cancel")
+    assert (cancel.status_code, cancel.json()["status"]) == (200, "cancelled")
+    assert await worker.run_pending() == 1  # its job is taken, and completed
+
+    assert crm.hits == []
+    assert (await local_api.post("/api/v1/runs/run_nope/cancel")).status_code == 404
+
+
 async def test_a_rate_limit_is_waited_out_not_counted_as_a_failure(
     local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, clock: Clock
 ) -> None:

@@ -1,4 +1,4 @@
-"""Sync runs as the API shows them: ask for one, wait for it, read them."""
+"""Sync runs as the API shows them: ask for one, wait for it, cancel it, read them."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import time
 from isthmus.domain.auth import Actor
 from isthmus.domain.pagination import DEFAULT_LIMIT, decode_cursor
 from isthmus.domain.records import Page
-from isthmus.errors import NotFound
+from isthmus.errors import Conflict, NotFound
+from isthmus.services.audit import record
+from isthmus.services.integrations import RESOURCE
 from isthmus.services.polling import PollingService, RequestedSync
 from isthmus.store import integrations as integrations_repo
 from isthmus.store import sync_runs as repo
 from isthmus.store.db import Store
-from isthmus.store.sync_runs import ACTIVE, SyncRun, Trigger
+from isthmus.store.sync_runs import ACTIVE, RunStatus, SyncRun, Trigger
+from isthmus.store.types import utcnow
 
 #: How often a waiting request looks at its run again.
 WAIT_POLL_SECONDS = 0.2
@@ -35,6 +38,33 @@ class SyncRunService:
         """Queue a run now, or join the one already queued or running (``full``: see
         ``PollingService.request_sync``)."""
         return await self.polling.request_sync(actor, integration_id, trigger, full=full)
+
+    async def cancel(self, actor: Actor, run_id: str) -> SyncRun:
+        """End a queued or running run as cancelled, with the counts it has reached. A
+        running one stops at its next write (which is not kept); what it wrote before
+        stays, and no incremental state is saved. ``Conflict`` if the run has ended."""
+        async with self.store.transaction() as conn:
+            run = await repo.get(conn, actor.tenant_id, run_id, for_update=True)
+            if run is None:
+                raise NotFound.of("run", run_id)
+            if run.status not in ACTIVE:
+                raise Conflict(
+                    f"run {run_id!r} has ended ({run.status}); there is nothing to cancel"
+                )
+            await repo.finish(
+                conn,
+                run.id,
+                status=RunStatus.CANCELLED,
+                counts=run.counts,
+                error=None,
+                error_class=None,
+                now=utcnow(),
+            )
+            diff = {"runId": run.id, "status": {"from": str(run.status), "to": "cancelled"}}
+            await record(conn, actor, "integration.sync.cancel", RESOURCE, run.integration_id, diff)
+            cancelled = await repo.get(conn, actor.tenant_id, run_id)
+        assert cancelled is not None
+        return cancelled
 
     async def get(self, tenant_id: str, run_id: str) -> SyncRun:
         async with self.store.read() as conn:

@@ -108,6 +108,9 @@ class SyncRunner:
                 integration.provider, integration.config.get("fieldMapping")
             )
             await self._walk(job, walk, mapping)
+        except _RunEnded:
+            log.info("sync run %s stopped: it was cancelled (or its integration deleted)", run_id)
+            return  # the worker completes the job
         except (UpstreamRateLimited, BudgetExhausted) as exc:
             wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RATE_LIMIT_WAIT
             log.info("sync run %s waits %.0f s on a rate limit: %s", run_id, wait, exc.message)
@@ -116,11 +119,12 @@ class SyncRunner:
             error = exc
             log.warning("sync run %s failed: %s", run_id, exc)
         async with self.store.transaction() as conn:
-            if error is None and (picks_up := walk.next_state()) is not None:
-                await sync_state.put(conn, tenant_id, integration.id, picks_up, job.clock())
-            await record_outcome_in(
+            settled = await record_outcome_in(
                 conn, tenant_id, run_id, Outcome(walk.counts, error), now=job.clock()
             )
+            # Not for a run cancelled meanwhile: its walk may not have reached the end.
+            if settled is not None and error is None and (picks_up := walk.next_state()):
+                await sync_state.put(conn, tenant_id, integration.id, picks_up, job.clock())
             await job.complete_in(conn)
         if walk.stale_statistics:  # upkeep for the runs that follow, once this one has ended
             await self._refresh_statistics(walk.run)
@@ -198,7 +202,8 @@ class SyncRunner:
                 raise LeaseLost(f"sync run {run.id}: job {job.id} was taken over")
             counts, watermark = walk.after(pages, outcome)
             checkpoint = walk.checkpoint(pages[-1].following, watermark)
-            await sync_runs.save_checkpoint(conn, run.id, checkpoint, counts)
+            if not await sync_runs.save_checkpoint(conn, run.id, checkpoint, counts):
+                raise _RunEnded(run.id)  # cancelled meanwhile: this write is not kept
         # Only what committed counts: a failed write leaves the walk where it stood.
         if past_a_power_of_ten(walk.counts.created, counts.created):
             walk.stale_statistics = True
@@ -214,6 +219,11 @@ class SyncRunner:
         except Exception:
             # Only the speed of what follows depends on it; the pages are written.
             log.warning("sync run %s: could not refresh statistics", run.id, exc_info=True)
+
+
+class _RunEnded(Exception):
+    """The run was settled elsewhere while it ran (cancelled, or gone with its integration):
+    stop, and keep nothing more."""
 
 
 @dataclass

@@ -109,6 +109,16 @@ async def list_runs(
     return PageOut(data=[RunOut.of(r) for r in page.items], next_cursor=page.next_cursor)
 
 
+@router.post(
+    "/runs/{run_id}/cancel",
+    summary="Cancel a queued or running sync run",
+    description="The run ends as `cancelled` with the counts it reached; a running one stops "
+    "at its next write, what it wrote before stays. 409 if the run has ended.",
+)
+async def cancel_run(run_id: str, hub: HubDep, actor: Writer) -> RunOut:
+    return RunOut.of(await hub.sync_runs.cancel(actor, run_id))
+
+
 @router.get("/runs/{run_id}", summary="One sync run")
 async def get_run(run_id: str, hub: HubDep, actor: Reader) -> RunOut:
     return RunOut.of(await hub.sync_runs.get(actor.tenant_id, run_id))
