@@ -37,7 +37,7 @@ def sync(
         typer.Option("--full", help="Walk the whole listing, whatever an incremental sync saved."),
     ] = False,
 ) -> None:
-    """Sync an integration's contacts now and follow the run; exit 1 if it fails.
+    """Sync an integration's contacts now and follow the run; exit 1 unless it succeeds.
 
     A serve or worker process on the same store runs it."""
 
@@ -53,6 +53,8 @@ def sync(
         finished = await with_hub(settings_of(ctx), work)
         if finished.status is RunStatus.FAILED:
             raise fail(f"run {finished.id} failed: {finished.error}")
+        if finished.status is RunStatus.CANCELLED:
+            raise fail(f"run {finished.id} was cancelled")
 
     try:
         command(run)()

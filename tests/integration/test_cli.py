@@ -7,9 +7,11 @@ services, as the operator would see it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import typer
 from cli_support import (
     cli_env,
     failed,
+    isthmus_executable,
     ok,
     printed_key,
     run_cli,
@@ -28,6 +31,7 @@ from typer.testing import CliRunner
 
 from isthmus.cli import app as cli_app
 from isthmus.config import Settings, load_settings
+from isthmus.domain.auth import Actor
 from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
 from isthmus.store import migrate, sync_state
@@ -328,6 +332,39 @@ async def test_sync_detached_queues_a_manual_run_by_name_or_id(
 
     unknown = failed(run_cli(["sync", "Nope"], env))
     assert "no integration has the id or the name 'Nope'" in unknown
+
+
+async def test_sync_following_a_run_that_gets_cancelled_exits_1(
+    settings: Settings, api: httpx.AsyncClient, hub: Hub
+) -> None:
+    env = cli_env(settings)
+    await _seed(api)
+    tenant_id = (await hub.access.tenant_named("default")).id
+    queued = ok(run_cli(["sync", "CRM", "--detach"], env))
+    [run_id] = re.findall(r"run_\w+", queued)
+    follower = subprocess.Popen(
+        [isthmus_executable(), "sync", "CRM"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        joined = await asyncio.wait_for(asyncio.to_thread(follower.stdout.readline), 60)
+        assert joined.startswith(f"joined the run already under way: {run_id}")
+
+        await hub.sync_runs.cancel(Actor(tenant_id, "test"), run_id)
+
+        out, err = await asyncio.to_thread(follower.communicate, timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 1, (out, err)
+    assert out.splitlines()[-1].startswith("cancelled")
+    assert f"run {run_id} was cancelled" in err
 
 
 async def test_import_into_another_tenant_then_again_updates(
