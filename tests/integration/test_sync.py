@@ -481,6 +481,29 @@ async def test_a_running_run_cancelled_stops_at_its_next_write_and_keeps_what_it
     assert counts(again) == (25, 5, 0, 20, 0)
 
 
+async def test_a_run_whose_integration_is_deleted_stops_writing(
+    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, clock: Clock
+) -> None:
+    integration = await make_integration(local_api, crm)
+    started = (await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")).json()
+    crm.hold_at = "20"
+    [claimed] = await queue.claim(
+        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
+    )
+    running = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
+    await asyncio.wait_for(crm.held.wait(), 10)
+    await asyncio.wait_for(fetched_at_least(local_api, started["id"], 20), 10)
+
+    deleted = await local_api.delete(f"/api/v1/integrations/{integration['id']}")
+    assert deleted.status_code == 204, deleted.text
+    crm.release.set()
+    await asyncio.wait_for(running, 10)
+
+    # The pages written before stay (contacts outlive the integration); the rest is not.
+    assert len(await contacts(local_api)) == 20
+    assert (await local_api.get(f"/api/v1/runs/{started['id']}")).status_code == 404
+
+
 async def test_a_queued_run_cancelled_never_calls_the_api(
     local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
 ) -> None:
