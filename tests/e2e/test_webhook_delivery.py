@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from conftest import create_postgres_database, drop_postgres_database
 from e2e.conftest import Launcher, Server, clean_env, isthmus_executable
+from pg_support import create_postgres_database, drop_postgres_database
 
 pytestmark = pytest.mark.e2e
 

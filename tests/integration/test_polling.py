@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from api_support import assert_problem, audit_rows, create_integration, key_for
 from webhook_support import create_webhook
 
-from conftest import create_postgres_database, drop_postgres_database
 from isthmus.config import load_settings
 from isthmus.domain.auth import Actor
 from isthmus.domain.ids import new_id
@@ -49,6 +48,7 @@ from isthmus.store.sync_runs import SYNC_KIND, RunCounts, Trigger
 from isthmus.store.tables import deliveries, events, jobs, polling_settings
 from isthmus.store.types import utcnow
 from isthmus.worker import Job, Worker
+from pg_support import create_postgres_database, drop_postgres_database
 
 
 def at(text: str) -> datetime:

@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import make_url
 
-from conftest import create_postgres_database, drop_postgres_database, postgres_admin_url
 from isthmus.errors import StoreUnavailable
 from isthmus.store import connect
 from isthmus.store.db import Store, make_engine
+from pg_support import create_postgres_database, drop_postgres_database, postgres_admin_url
 
 pytestmark = pytest.mark.postgres
 

@@ -5,6 +5,7 @@ What a user sees: contacts arrive, a re-sync of unchanged data changes and publi
 nothing, a changed contact publishes one ``contact.updated``, records without an email are
 counted as skipped with their reason, a run interrupted mid-way resumes from its checkpoint,
 a rate limit is waited out (not a failure), a refused key ends in "reauthorization needed".
+Incremental, full and cancelled runs: ``test_sync_control``.
 """
 
 from __future__ import annotations
@@ -12,168 +13,31 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from aiohttp import web
 from api_support import create_integration
-from webhook_support import LocalServer, create_webhook
+from sync_support import (
+    PAGE,
+    Clock,
+    HubSpotLike,
+    contact_events,
+    contacts,
+    counts,
+    make_integration,
+    person,
+    run_held_at_page_three,
+    sync_now,
+)
+from webhook_support import create_webhook
 
 from isthmus.hub import Hub
-from isthmus.store import queue
 from isthmus.store.sync_runs import SYNC_KIND
 from isthmus.store.tables import event_types
-from isthmus.worker import Job, Worker
-
-API_KEY = "pat-na1-7c1f0e2b-33aa-4f1e-9d7a-0b5e6c4d3a21"
-PAGE = 10
-MAPPING = {
-    "email": "properties.email",
-    "firstName": "properties.firstname",
-    "lastName": "properties.lastname",
-    "company": "properties.company",
-}
-
-
-def person(n: int) -> dict[str, Any]:
-    return {
-        "id": str(1000 + n),
-        "properties": {
-            "email": f"Person{n}@Example.com",
-            "firstname": f"First{n}",
-            "lastname": f"Last{n}",
-            "company": "Acme",
-        },
-        "updatedAt": f"2026-11-{1 + n % 20:02d}T10:00:00Z",
-        "archived": False,
-    }
-
-
-class HubSpotLike(LocalServer):
-    """``GET /crm/v3/objects/contacts?limit=&after=``: ``results`` + ``paging.next.after``."""
-
-    def __init__(self, people: list[dict[str, Any]]) -> None:
-        super().__init__()
-        self.people = people
-        self.hits: list[dict[str, str]] = []
-        self.rate_limit_once_at: str | None = None  # answer 429 once for this cursor
-        self.hold_at: str | None = None  # block the request for this cursor until released
-        self.held = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.hits.append(dict(request.query))
-        if request.headers.get("Authorization") != f"Bearer {API_KEY}":
-            return web.json_response({"status": "error", "message": "bad token"}, status=401)
-        after = request.query.get("after", "0")
-        if self.rate_limit_once_at == after:
-            self.rate_limit_once_at = None
-            return web.json_response(
-                {"status": "error", "message": "ten secondly rolling limit"},
-                status=429,
-                headers={"Retry-After": "120"},
-            )
-        if self.hold_at == after:
-            self.held.set()
-            await self.release.wait()
-        since = request.query.get("updatedSince")
-        people = [p for p in self.people if since is None or p["updatedAt"] > since]
-        start = int(after)
-        body: dict[str, Any] = {"results": people[start : start + PAGE]}
-        if start + PAGE < len(people):
-            body["paging"] = {"next": {"after": str(start + PAGE)}}
-        return web.json_response(body)
-
-
-class Clock:
-    """Real time, moved ahead by ``ahead`` when a test skips a wait."""
-
-    def __init__(self) -> None:
-        self.ahead = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.ahead
-
-
-@pytest.fixture
-async def crm() -> AsyncIterator[HubSpotLike]:
-    server = HubSpotLike([person(n) for n in range(25)])
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        await server.stop()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def worker(local_hub: Hub, clock: Clock) -> Worker:
-    worker = Worker(local_hub.store, clock=clock)
-    worker.register(SYNC_KIND, local_hub.sync)
-    return worker
-
-
-async def make_integration(
-    api: httpx.AsyncClient, crm: HubSpotLike, **config: Any
-) -> dict[str, Any]:
-    return await create_integration(
-        api,
-        config={
-            "apiEndpoint": crm.url("/crm/v3/objects/contacts"),
-            "dataSelector": "results",
-            "pagination": {
-                "type": "cursor",
-                "cursorPath": "paging.next.after",
-                "cursorParam": "after",
-            },
-            "fieldMapping": MAPPING,
-            **config,
-        },
-        credentials={"apiKey": API_KEY},
-    )
-
-
-async def sync_now(api: httpx.AsyncClient, worker: Worker, integration_id: str) -> dict[str, Any]:
-    started = await api.post(f"/api/v1/integrations/{integration_id}/sync")
-    assert started.status_code == 202, started.text
-    assert started.json()["status"] == "queued"
-    await worker.run_pending()
-    run = await api.get(f"/api/v1/runs/{started.json()['id']}")
-    assert run.status_code == 200, run.text
-    found: dict[str, Any] = run.json()
-    return found
-
-
-async def contacts(api: httpx.AsyncClient) -> list[dict[str, Any]]:
-    response = await api.get("/api/v1/contacts", params={"limit": 100})
-    assert response.status_code == 200, response.text
-    listed: list[dict[str, Any]] = response.json()["data"]
-    return listed
-
-
-async def contact_events(api: httpx.AsyncClient, webhook_id: str) -> list[str]:
-    response = await api.get(f"/api/v1/webhooks/{webhook_id}/deliveries", params={"limit": 100})
-    assert response.status_code == 200, response.text
-    return sorted(d["eventType"] for d in response.json()["data"])
-
-
-async def fetched_at_least(api: httpx.AsyncClient, run_id: str, fetched: int) -> None:
-    while (await api.get(f"/api/v1/runs/{run_id}")).json()["fetched"] < fetched:
-        await asyncio.sleep(0.01)
-
-
-def counts(run: dict[str, Any]) -> tuple[int, ...]:
-    keys = ("fetched", "created", "updated", "unchanged", "skipped")
-    return tuple(run[k] for k in keys)
+from isthmus.worker import Worker
 
 
 async def test_a_first_sync_brings_every_contact_and_publishes_each_once(
@@ -409,18 +273,10 @@ async def test_a_run_interrupted_mid_way_resumes_from_its_checkpoint(
 ) -> None:
     hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
     integration = await make_integration(local_api, crm)
-    started = await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")
-    run_id = started.json()["id"]
-    crm.hold_at = "20"  # the third page hangs: the process dies while waiting for it
-
-    [claimed] = await queue.claim(
-        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
+    # The third page hangs: the process dies while waiting for it, the first two written.
+    run_id, doomed = await run_held_at_page_three(
+        local_hub, local_api, crm, clock, integration["id"]
     )
-    doomed = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
-    await asyncio.wait_for(crm.held.wait(), 10)
-    # Pages are fetched ahead of the writing: page three hangs while the first two are
-    # still being written. The process dies once they are.
-    await asyncio.wait_for(fetched_at_least(local_api, run_id, 20), 10)
     doomed.cancel()  # as good as a SIGKILL for this job: nothing more is written
     with pytest.raises(asyncio.CancelledError):
         await doomed
@@ -444,78 +300,6 @@ async def test_a_run_interrupted_mid_way_resumes_from_its_checkpoint(
     assert (run["status"], counts(run)) == ("succeeded", (25, 25, 0, 0, 0))
     assert len(await contacts(local_api)) == 25
     assert await contact_events(local_api, hook["id"]) == ["contact.created"] * 25
-
-
-async def test_a_running_run_cancelled_stops_at_its_next_write_and_keeps_what_it_wrote(
-    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, clock: Clock
-) -> None:
-    integration = await make_integration(local_api, crm, incremental={"type": "cursor"})
-    started = (await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")).json()
-    crm.hold_at = "20"
-    [claimed] = await queue.claim(
-        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
-    )
-    running = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
-    await asyncio.wait_for(crm.held.wait(), 10)
-    await asyncio.wait_for(fetched_at_least(local_api, started["id"], 20), 10)
-
-    cancel = await local_api.post(f"/api/v1/runs/{started['id']}/cancel")
-
-    assert cancel.status_code == 200, cancel.text
-    assert (cancel.json()["status"], counts(cancel.json())) == ("cancelled", (20, 20, 0, 0, 0))
-    assert cancel.json()["finishedAt"] is not None
-    crm.release.set()  # the third page arrives: its write finds the run ended and stops
-    await asyncio.wait_for(running, 10)
-    run = (await local_api.get(f"/api/v1/runs/{started['id']}")).json()
-    assert (run["status"], counts(run)) == ("cancelled", (20, 20, 0, 0, 0))
-    assert len(await contacts(local_api)) == 20
-    assert (await local_api.post(f"/api/v1/runs/{started['id']}/cancel")).status_code == 409
-    audit = await local_api.get("/api/v1/audit", params={"action": "integration.sync.cancel"})
-    assert audit.json()["data"][0]["diff"]["runId"] == started["id"]
-
-    # Nothing was saved to pick up from: the next run walks the whole listing, at once.
-    crm.hits.clear()
-    crm.hold_at = None
-    again = await sync_now(local_api, worker, integration["id"])
-    assert crm.hits[0].get("after") is None
-    assert counts(again) == (25, 5, 0, 20, 0)
-
-
-async def test_a_run_whose_integration_is_deleted_stops_writing(
-    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, clock: Clock
-) -> None:
-    integration = await make_integration(local_api, crm)
-    started = (await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")).json()
-    crm.hold_at = "20"
-    [claimed] = await queue.claim(
-        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
-    )
-    running = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
-    await asyncio.wait_for(crm.held.wait(), 10)
-    await asyncio.wait_for(fetched_at_least(local_api, started["id"], 20), 10)
-
-    deleted = await local_api.delete(f"/api/v1/integrations/{integration['id']}")
-    assert deleted.status_code == 204, deleted.text
-    crm.release.set()
-    await asyncio.wait_for(running, 10)
-
-    # The pages written before stay (contacts outlive the integration); the rest is not.
-    assert len(await contacts(local_api)) == 20
-    assert (await local_api.get(f"/api/v1/runs/{started['id']}")).status_code == 404
-
-
-async def test_a_queued_run_cancelled_never_calls_the_api(
-    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
-) -> None:
-    integration = await make_integration(local_api, crm)
-    started = (await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")).json()
-
-    cancel = await local_api.post(f"/api/v1/runs/{started['id']}/cancel")
-    assert (cancel.status_code, cancel.json()["status"]) == (200, "cancelled")
-    assert await worker.run_pending() == 1  # its job is taken, and completed
-
-    assert crm.hits == []
-    assert (await local_api.post("/api/v1/runs/run_nope/cancel")).status_code == 404
 
 
 async def test_a_rate_limit_is_waited_out_not_counted_as_a_failure(
@@ -559,106 +343,6 @@ async def test_refused_credentials_end_in_reauthorization_needed(
     assert shown["status"] == "error"
     assert "reauthorization needed" in shown["statusMessage"]
     assert await contacts(local_api) == []
-
-
-async def test_an_incremental_sync_asks_only_for_what_changed(
-    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
-) -> None:
-    integration = await make_integration(
-        local_api, crm, incremental={"param": "updatedSince", "recordField": "updatedAt"}
-    )
-    first = await sync_now(local_api, worker, integration["id"])
-    assert counts(first) == (25, 25, 0, 0, 0)
-    assert "updatedSince" not in crm.hits[0]
-    newest = max(p["updatedAt"] for p in crm.people)
-
-    crm.people.append(person(99) | {"updatedAt": "2026-12-01T00:00:00Z"})
-    second = await sync_now(local_api, worker, integration["id"])
-
-    assert crm.hits[-1]["updatedSince"] == newest
-    assert counts(second) == (1, 1, 0, 0, 0)
-
-
-async def test_a_cursor_incremental_sync_starts_where_the_last_one_ended(
-    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
-) -> None:
-    integration = await make_integration(local_api, crm, incremental={"type": "cursor"})
-    first = await sync_now(local_api, worker, integration["id"])
-    assert counts(first) == (25, 25, 0, 0, 0)
-    assert [h.get("after") for h in crm.hits] == [None, "10", "20"]
-
-    crm.people.extend(person(n) for n in range(25, 32))
-    crm.hits.clear()
-    second = await sync_now(local_api, worker, integration["id"])
-
-    # The last page again (5 known), then what came after it (7 new).
-    assert [h.get("after") for h in crm.hits] == ["20", "30"]
-    assert counts(second) == (12, 7, 0, 5, 0)
-    assert len(await contacts(local_api)) == 32
-
-
-async def test_a_full_sync_walks_everything_and_is_refused_while_a_run_runs(
-    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, clock: Clock
-) -> None:
-    integration = await make_integration(local_api, crm, incremental={"type": "cursor"})
-    sync = f"/api/v1/integrations/{integration['id']}/sync"
-    await sync_now(local_api, worker, integration["id"])
-    crm.hits.clear()
-
-    full = await local_api.post(sync, params={"full": "true"})
-    assert full.status_code == 202, full.text
-    await worker.run_pending()
-
-    assert [h.get("after") for h in crm.hits] == [None, "10", "20"]
-    run = (await local_api.get(f"/api/v1/runs/{full.json()['id']}")).json()
-    assert counts(run) == (25, 0, 0, 25, 0)
-    audit = await local_api.get("/api/v1/audit", params={"action": "integration.sync.request"})
-    assert audit.json()["data"][0]["diff"]["full"] is True
-
-    # While a run is running it has read the saved cursor already: a full sync must wait.
-    started = (await local_api.post(sync)).json()
-    crm.hold_at = "20"
-    [claimed] = await queue.claim(
-        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
-    )
-    running = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
-    await asyncio.wait_for(crm.held.wait(), 10)
-    refused = await local_api.post(sync, params={"full": "true"})
-    assert refused.status_code == 409, refused.text
-    assert started["id"] in refused.json()["detail"]
-    crm.release.set()
-    await asyncio.wait_for(running, 10)
-    crm.hits.clear()
-    # The refusal changed nothing: the next plain run is incremental still.
-    await sync_now(local_api, worker, integration["id"])
-    assert [h.get("after") for h in crm.hits] == ["20"]
-
-
-@pytest.mark.parametrize(
-    "incremental",
-    [{"type": "cursor"}, {"param": "updatedSince", "recordField": "updatedAt"}],
-    ids=["cursor", "updated-since"],
-)
-async def test_a_changed_mapping_makes_the_next_incremental_sync_a_full_one(
-    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, incremental: dict[str, str]
-) -> None:
-    integration = await make_integration(local_api, crm, incremental=incremental)
-    await sync_now(local_api, worker, integration["id"])
-    again = await sync_now(local_api, worker, integration["id"])
-    assert again["fetched"] < 25  # incremental indeed
-    changed = {**integration["config"], "fieldMapping": MAPPING | {"jobTitle": "id"}}
-    patched = await local_api.patch(
-        f"/api/v1/integrations/{integration['id']}", json={"config": changed}
-    )
-    assert patched.status_code == 200, patched.text
-    crm.hits.clear()
-
-    run = await sync_now(local_api, worker, integration["id"])
-
-    # Every record read again, so every contact gets the newly mapped field.
-    assert ("updatedSince" in crm.hits[0], crm.hits[0].get("after")) == (False, None)
-    assert counts(run) == (25, 0, 25, 0, 0)
-    assert {c["jobTitle"] for c in await contacts(local_api)} == {p["id"] for p in crm.people}
 
 
 async def test_sync_wait_true_answers_when_the_run_has_finished(
