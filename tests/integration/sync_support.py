@@ -50,6 +50,7 @@ class HubSpotLike(LocalServer):
         self.people = people
         self.hits: list[dict[str, str]] = []
         self.rate_limit_once_at: str | None = None  # answer 429 once for this cursor
+        self.expire_once_at: str | None = None  # answer 410 once for this cursor
         self.hold_at: str | None = None  # block the request for this cursor until released
         self.held = asyncio.Event()
         self.release = asyncio.Event()
@@ -66,6 +67,9 @@ class HubSpotLike(LocalServer):
                 status=429,
                 headers={"Retry-After": "120"},
             )
+        if self.expire_once_at == after:
+            self.expire_once_at = None
+            return web.json_response({"status": "error", "message": "cursor expired"}, status=410)
         if self.hold_at == after:
             self.held.set()
             await self.release.wait()

@@ -6,6 +6,7 @@ integration."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -123,6 +124,30 @@ async def test_a_cursor_incremental_sync_starts_where_the_last_one_ended(
     assert [h.get("after") for h in crm.hits] == ["20", "30"]
     assert counts(second) == (12, 7, 0, 5, 0)
     assert len(await contacts(local_api)) == 32
+
+
+async def test_a_saved_cursor_the_api_refuses_makes_the_run_a_full_one(
+    local_api: httpx.AsyncClient,
+    crm: HubSpotLike,
+    worker: Worker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    integration = await make_integration(local_api, crm, incremental={"type": "cursor"})
+    await sync_now(local_api, worker, integration["id"])
+    crm.people.append(person(40))
+    crm.hits.clear()
+    crm.expire_once_at = "20"  # the saved cursor has expired meanwhile
+
+    with caplog.at_level(logging.INFO, logger="isthmus.sync"):
+        run = await sync_now(local_api, worker, integration["id"])
+
+    assert [h.get("after") for h in crm.hits] == ["20", None, "10", "20"]
+    assert (run["status"], counts(run)) == ("succeeded", (26, 1, 0, 25, 0))
+    assert "refused the saved cursor" in caplog.text and "cursor expired" in caplog.text
+    # And it saved a cursor again: the next run picks up from the listing's end.
+    crm.hits.clear()
+    await sync_now(local_api, worker, integration["id"])
+    assert [h.get("after") for h in crm.hits] == ["20"]
 
 
 async def test_a_full_sync_walks_everything_and_is_refused_while_a_run_runs(

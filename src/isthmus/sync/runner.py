@@ -44,7 +44,9 @@ from isthmus.errors import (
     BudgetExhausted,
     InvalidInput,
     OutboundError,
+    UpstreamNotFound,
     UpstreamRateLimited,
+    UpstreamRejected,
 )
 from isthmus.job import Job, LeaseLost, RetryLater
 from isthmus.services.connections import ConnectionService
@@ -107,7 +109,7 @@ class SyncRunner:
             mapping = FieldMapping.build(
                 integration.provider, integration.config.get("fieldMapping")
             )
-            await self._walk(job, walk, mapping)
+            await self._walk_or_start_over(job, walk, mapping)
         except _RunEnded:
             log.info("sync run %s stopped: it was cancelled (or its integration deleted)", run_id)
             return  # the worker completes the job
@@ -128,6 +130,22 @@ class SyncRunner:
             await job.complete_in(conn)
         if walk.stale_statistics:  # upkeep for the runs that follow, once this one has ended
             await self._refresh_statistics(walk.run)
+
+    async def _walk_or_start_over(self, job: Job, walk: Walk, mapping: FieldMapping) -> None:
+        """The walk; from the top of the listing when the API refuses the cursor a cursor
+        incremental run starts from (expired, say), before anything was written."""
+        try:
+            await self._walk(job, walk, mapping)
+        except (UpstreamRejected, UpstreamNotFound) as exc:
+            if not walk.from_saved_cursor or walk.writes:
+                raise
+            log.info(
+                "sync run %s: the API refused the saved cursor (%s); walking the whole listing",
+                walk.run.id,
+                exc.message,
+            )
+            walk.forget_cursor()
+            await self._walk(job, walk, mapping)
 
     async def _walk(self, job: Job, walk: Walk, mapping: FieldMapping) -> None:
         run = walk.run

@@ -9,7 +9,8 @@ incremental state is saved per integration once a run has walked the whole listi
   records from there (``?updatedSince=<value>``);
 - ``incremental: {"type": "cursor"}``: the request of the listing's last page; the next run
   starts from it, so it reads that page again and then only what was added after it (a
-  listing in creation order, an event feed, a change log).
+  listing in creation order, an event feed, a change log). Should the API refuse that
+  request (a cursor expired: 400, 404, 410, ...), the run walks the whole listing instead.
 
 The state remembers which listing it belongs to (the integration's config but its auth and
 rate limit): once the endpoint, pagination, selector or field mapping changes, the next run
@@ -103,9 +104,22 @@ class Walk:
         """The checkpoint's request, else the saved cursor (an incremental run's start)."""
         if self._saved_next is not None:
             return request_of(self._saved_next)
+        cursor = self._cursor()
+        return request_of(cursor) if cursor is not None else None
+
+    @property
+    def from_saved_cursor(self) -> bool:
+        """Whether the walk starts from the cursor the last complete run saved."""
+        return self._saved_next is None and self._cursor() is not None
+
+    def forget_cursor(self) -> None:
+        """Walk from the top of the listing instead (the API refused the saved cursor)."""
+        self.state = {}
+
+    def _cursor(self) -> Mapping[str, Any] | None:
         inc, cursor = self.incremental, self.state.get("cursor")
         if inc is not None and inc.type == "cursor" and isinstance(cursor, Mapping):
-            return request_of(cursor)
+            return cursor
         return None
 
     def first_params(self) -> list[tuple[str, str]] | None:
