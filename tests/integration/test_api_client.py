@@ -125,6 +125,15 @@ class FakeAPI(LocalServer):
         data = CONTACTS[(page - 1) * SIZE : page * SIZE]
         return web.json_response({"data": data, "links": {"next": following}})
 
+    async def _parrot(self, request: web.Request, q: Any, body: Any) -> web.Response:
+        """Next links carrying the whole query back, the key in it too (as some APIs do)."""
+        page = int(q.get("page", 1))
+        query = "&".join(f"{k}={v}" for k, v in q.items() if k != "page")
+        more = page * SIZE < len(CONTACTS)
+        following = f"/parrot?{query}&page={page + 1}" if more else None
+        data = CONTACTS[(page - 1) * SIZE : page * SIZE]
+        return web.json_response({"data": data, "links": {"next": following}})
+
     async def _link(self, request: web.Request, q: Any, body: Any) -> web.Response:
         page = int(q.get("page", 1))
         headers = {}
@@ -375,6 +384,24 @@ async def test_next_url_pages_carry_the_query_the_api_gave(make: Any, server: Fa
         {"page": "2", "sort": "id"},
         {"page": "3", "sort": "id"},
     ]
+
+
+async def test_a_pages_requests_never_carry_the_auths_query_values(
+    make: Any, server: FakeAPI
+) -> None:
+    """They are saved (checkpoints, a cursor sync's state): an API echoing the key in its
+    next links must not get it stored; the auth puts it back on every request it sends."""
+    async with make(auth=OddQueryAuth()) as api:
+        pages = await collect(
+            api, "/parrot", paginator=NextURLPaginator(next_url_path="links.next"), selector="data"
+        )
+
+    assert ids(pages) == IDS
+    assert [hit.query.get("k") for hit in server.hits] == ["s3cr3t-value"] * 3
+    kept = [r for page in pages for r in (page.request, page.next) if r is not None]
+    assert len(kept) == 5
+    assert all("s3cr3t-value" not in json.dumps([r.url, r.params]) for r in kept)
+    assert [dict(page.next.params) for page in pages if page.next] == [{"page": "2"}, {"page": "3"}]
 
 
 async def test_paginator_from_the_api_endpoint_config(make: Any, server: FakeAPI) -> None:

@@ -106,6 +106,8 @@ class APIClient:
         self.http = http if http is not None else OutboundHTTP()
         self._clock = clock or _utcnow
         self._sleep = sleep or _asyncio_sleep
+        #: Query names the auth set: secrets an API may echo in its next links (see _unauthed).
+        self._auth_names: set[str] = set()
 
     async def __aenter__(self) -> APIClient:
         return self
@@ -263,10 +265,17 @@ class APIClient:
             read = self._page_reader(walk, sent, selector, last)
             response, (records, request) = await self._send(sent, True, read)
             total = announced_total(pager, response.body)
-            following = request.copy() if request else None
-            yield Page(number, records, response, total, following, sent.copy())
+            following = self._unauthed(request) if request else None
+            yield Page(number, records, response, total, following, self._unauthed(sent))
 
     # -- the machinery -----------------------------------------------------------------------
+
+    def _unauthed(self, request: Request) -> Request:
+        """A copy to keep (a checkpoint, a cursor): the auth puts its query values back."""
+        copy = request.copy()
+        if self._auth_names:
+            copy.params = [(k, v) for k, v in copy.params if k not in self._auth_names]
+        return copy
 
     def build(
         self,
@@ -367,6 +376,7 @@ class APIClient:
                 await self.auth.apply(prepared)
                 # Whatever auth puts in the query is a secret, whatever its name.
                 attempt.secret_names = {k for k, v in prepared.params if (k, v) not in before}
+                self._auth_names |= attempt.secret_names
             started = time.perf_counter()
             try:
                 attempt.out = await self.http.request(
