@@ -99,6 +99,16 @@ CREATE_CASES: list[Any] = [
         {"config.incremental.type"},
         id="incremental-unknown-type",
     ),
+    pytest.param(
+        {"config": {"apiEndpoint": ENDPOINT, "headers": {"Authorization": "Bearer sk_live_1"}}},
+        {"config.headers.Authorization"},
+        id="secret-in-a-config-header",
+    ),
+    pytest.param(
+        {"config": {"apiEndpoint": f"{ENDPOINT}?limit=100&api_key=sk_live_1"}},
+        {"config.apiEndpoint"},
+        id="secret-in-the-endpoint-query",
+    ),
     pytest.param({"name": 5}, {"name"}, id="name-not-a-string"),
     pytest.param({"name": ""}, {"name"}, id="name-empty"),
     pytest.param({"name": "   "}, {"name"}, id="name-blank"),
@@ -459,6 +469,39 @@ async def test_known_query_parameters_still_work_beside_the_check(
     async with app_client(settings, hub) as anonymous:
         response = await anonymous.get("/api/v1/contacts", params={"search": "ada"})
         assert_problem(response, 401)
+
+
+async def test_a_secret_in_the_config_is_refused_with_the_way_to_send_it(
+    api: httpx.AsyncClient,
+) -> None:
+    # The config is stored as it is, shown, audited and exported: secrets go to the vault.
+    config = {"apiEndpoint": ENDPOINT, "headers": {"X-API-Key": "k1", "X-Api-Version": "2"}}
+    doc = assert_problem(
+        await api.post(INTEGRATIONS, json=integration_body(config=config)),
+        422,
+        {"config.headers.X-API-Key"},
+    )
+    assert '"headerName": "X-API-Key"' in doc["detail"] and "k1" not in doc["detail"]
+    query = {"apiEndpoint": f"{ENDPOINT}?token=t1"}
+    doc = assert_problem(
+        await api.post(
+            f"{INTEGRATIONS}/test", json={"config": query, "credentials": {"apiKey": "x"}}
+        ),
+        422,
+        {"config.apiEndpoint"},
+    )
+    assert '"paramName": "token"' in doc["detail"] and "t1" not in doc["detail"]
+    # Done the way it says: saved, the value sealed with the credentials.
+    config = {
+        "apiEndpoint": ENDPOINT,
+        "headers": {"X-Api-Version": "2"},
+        "auth": {"type": "header", "headerName": "X-API-Key"},
+    }
+    response = await api.post(
+        INTEGRATIONS, json=integration_body(config=config, credentials={"apiKey": "k1"})
+    )
+    assert response.status_code == 201, response.text
+    assert "k1" not in response.text
 
 
 async def test_the_detail_alone_says_what_is_wrong(api: httpx.AsyncClient) -> None:

@@ -22,6 +22,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic import ValidationError as ModelError
 
+from isthmus.connectors.config_secrets import secret_errors
 from isthmus.domain.contact_mapping import parse_user_mapping
 from isthmus.domain.integrations import IntegrationType
 from isthmus.errors import ConfigError, FieldError, InvalidInput
@@ -205,6 +206,7 @@ def validate_integration(
     problems = {*_config_errors(spec, config), *_credential_errors(spec, credentials)}
     said = {p.field for p in problems}
     problems.update(e for e in _mapping_errors(config) if e.field not in said)
+    problems.update(e for e in secret_errors(config) if e.field not in said)
     if require_credentials:
         problems.update(_missing_credentials(spec, config, credentials))
     if problems:
