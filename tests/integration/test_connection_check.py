@@ -217,6 +217,31 @@ async def test_the_preview_shows_what_the_field_mapping_makes_of_the_records(
     assert result["contacts"][0]["externalId"] == "1" and result["contacts"][0]["email"] is None
 
 
+async def test_the_create_body_can_be_tested_as_it_is(
+    local_api: httpx.AsyncClient, contacts_api: ContactsAPI
+) -> None:
+    body = {
+        "name": "People",
+        "provider": "api_endpoint",
+        "type": "rest_api",
+        "description": "the people listing",
+        "enabled": True,
+        "config": {"apiEndpoint": contacts_api.url("/people"), "dataSelector": "data"},
+        "credentials": {"apiKey": API_KEY},
+    }
+    tested = await local_api.post("/api/v1/integrations/test", json=body)
+
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["success"] is True
+    assert (await local_api.get("/api/v1/integrations")).json()["data"] == []  # nothing saved
+    # What is still checked there: the fields' types, and names that are none of these.
+    assert (
+        await local_api.post("/api/v1/integrations/test", json=body | {"name": 5})
+    ).status_code == 422
+    refused = await local_api.post("/api/v1/integrations/test", json=body | {"colour": "red"})
+    assert refused.status_code == 422
+
+
 @pytest.mark.parametrize(
     ("path", "config", "error_class", "words"),
     [

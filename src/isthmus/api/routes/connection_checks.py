@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import Field, StrictStr
+from pydantic import Field, StrictBool, StrictStr
 
 from isthmus.api.deps import HubDep, Writer
 from isthmus.api.schemas import Body, Out
 from isthmus.domain.contact_mapping import Skipped
 from isthmus.domain.contacts import Mapped
+from isthmus.domain.integrations import IntegrationType
 from isthmus.services.connections import ConnectionCheck
 
 router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
+
+
+_UNUSED = "Accepted, so that a create body can be sent as it is; not used."
 
 
 class ConnectionCheckIn(Body):
@@ -25,6 +29,12 @@ class ConnectionCheckIn(Body):
     credentials: dict[str, StrictStr] = Field(
         default_factory=dict, examples=[{"apiKey": "sk_live_..."}]
     )
+    # A setup form's body for POST /integrations, sent here first as it is: these name and
+    # describe the integration to be, and change nothing about the call tried.
+    name: StrictStr | None = Field(None, description=_UNUSED)
+    type: IntegrationType | None = Field(None, description=_UNUSED)
+    description: StrictStr | None = Field(None, description=_UNUSED)
+    enabled: StrictBool | None = Field(None, description=_UNUSED)
 
 
 class FieldOut(Out):
