@@ -217,6 +217,25 @@ async def test_the_preview_shows_what_the_field_mapping_makes_of_the_records(
     assert result["contacts"][0]["externalId"] == "1" and result["contacts"][0]["email"] is None
 
 
+async def test_the_preview_shows_a_later_record_with_an_earlier_ones_email_skipped(
+    local_api: httpx.AsyncClient, contacts_api: ContactsAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(PEOPLE[2]["properties"], "email", "PERSON1@example.com")
+    result = await check_unsaved(local_api, cursor_config(contacts_api.url("/contacts")))
+
+    first, _, third = result["contacts"][:3]
+    assert (first["skipped"], first["email"], first["firstName"]) == (
+        None,
+        "person1@example.com",
+        "P1",
+    )
+    assert (third["skipped"], third["externalId"], third["email"]) == (
+        "duplicate email: an earlier record has it",
+        "3",
+        None,
+    )
+
+
 async def test_the_create_body_can_be_tested_as_it_is(
     local_api: httpx.AsyncClient, contacts_api: ContactsAPI
 ) -> None:

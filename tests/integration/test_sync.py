@@ -88,20 +88,45 @@ async def test_a_long_listing_is_written_once_published_once_and_logged_call_by_
 
     run = await sync_now(local_api, worker, integration["id"])
 
-    # Person 500 (first of page 51) has person 499's email (last of page 50): it updates
-    # that contact, whether or not the two pages were written in one transaction.
+    # Person 500 (first of page 51) has person 499's email (last of page 50): a duplicate
+    # at the source, skipped, whether or not the two pages were written in one transaction;
+    # the contact is person 499's.
     assert run["status"] == "succeeded"
-    assert counts(run) == (1234, 1233, 1, 0, 0)
+    assert counts(run) == (1234, 1233, 0, 0, 1)
+    assert run["skippedReasons"] == {"duplicate email: an earlier record has it": 1}
     stored = await listed(local_api, "/api/v1/contacts")
     assert len({c["email"] for c in stored}) == len(stored) == 1233
     shared = next(c for c in stored if c["email"] == "person499@example.com")
-    assert (shared["firstName"], shared["sources"][0]["externalId"]) == ("First500", "1500")
+    assert (shared["firstName"], shared["sources"][0]["externalId"]) == ("First499", "1499")
     deliveries = await listed(local_api, f"/api/v1/webhooks/{hook['id']}/deliveries")
-    assert sorted(d["eventType"] for d in deliveries) == ["contact.created"] * 1233 + [
-        "contact.updated"
-    ]
+    assert [d["eventType"] for d in deliveries] == ["contact.created"] * 1233
     metrics = await local_api.get(f"/api/v1/integrations/{integration['id']}/metrics")
     assert metrics.json()["totalRequests"] == len(crm.hits) == 124
+
+    # The same listing again: the duplicate does not take the contact over (with the last
+    # record winning, it did at every run, and the first gave it back: two updates a run,
+    # published, for data that never changed); nothing is written or published.
+    again = await sync_now(local_api, worker, integration["id"])
+    assert counts(again) == (1234, 0, 0, 1233, 1)
+    assert len(await listed(local_api, f"/api/v1/webhooks/{hook['id']}/deliveries")) == 1233
+
+
+async def test_a_record_listed_again_later_in_the_walk_updates_its_contact(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    # A listing that moves under the walk (sorted by last change, say) shows a record
+    # changed meanwhile again on a later page, under its own id: its later version stands.
+    crm.people[:] = [person(n) for n in range(25)]
+    moved = person(3)
+    moved["properties"]["lastname"] = "Changed"
+    crm.people.append(moved)
+    integration = await make_integration(local_api, crm)
+
+    run = await sync_now(local_api, worker, integration["id"])
+
+    assert counts(run) == (26, 25, 1, 0, 0)
+    [contact] = [c for c in await contacts(local_api) if c["email"] == "person3@example.com"]
+    assert (contact["lastName"], contact["sources"][0]["externalId"]) == ("Changed", "1003")
 
 
 async def test_a_write_that_fails_keeps_every_later_page_out_and_the_checkpoint_before_it(

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from isthmus.domain.contact_mapping import FieldMapping, Skipped, map_record
+from isthmus.domain.contact_mapping import (
+    DUPLICATE_EMAIL,
+    EmailClaims,
+    FieldMapping,
+    Skipped,
+    map_record,
+)
 from isthmus.domain.contacts import (
     Change,
     Contact,
@@ -593,3 +599,43 @@ def test_is_linked_when_with_source_would_change_nothing(
 )
 def test_csv_cells_cannot_run_as_formulas(first_name: str, cell: str) -> None:
     assert csv_row(stored(first_name=first_name))[2] == cell
+
+
+@pytest.mark.parametrize(
+    ("listing", "kept"),
+    [
+        # (email, external id) in listing order -> which of them a sync takes
+        ([("a@x.io", "1"), ("b@x.io", "2")], [True, True]),
+        # another record with a taken email: a duplicate at the source, the first stands
+        ([("a@x.io", "1"), ("a@x.io", "2")], [True, False]),
+        (
+            [("a@x.io", "1"), ("b@x.io", "2"), ("a@x.io", "3"), ("a@x.io", "1")],
+            [True] * 2 + [False, True],
+        ),
+        # the same record listed again (a listing that moved): it stays, every time
+        ([("a@x.io", "1"), ("a@x.io", "1"), ("a@x.io", "1")], [True, True, True]),
+        # records without ids cannot be told apart from duplicates: the first stands
+        ([("a@x.io", None), ("a@x.io", None)], [True, False]),
+        ([("a@x.io", None), ("a@x.io", "1")], [True, False]),
+        ([("a@x.io", "1"), ("a@x.io", None)], [True, False]),
+    ],
+)
+def test_the_first_record_of_a_listing_holds_its_email(
+    listing: list[tuple[str, str | None]], kept: list[bool]
+) -> None:
+    claims = EmailClaims()
+    results = [
+        claims.check(mapped({"email": email, "id": ext} if ext else {"email": email}))
+        for email, ext in listing
+    ]
+    assert [isinstance(r, Mapped) for r in results] == kept
+    for result, (_, ext) in zip(results, listing, strict=True):
+        if isinstance(result, Skipped):
+            assert result == Skipped(DUPLICATE_EMAIL, ext)
+
+
+def test_a_skipped_record_claims_no_email() -> None:
+    claims = EmailClaims()
+    bad = map_record({"id": "1", "email": "not an address"}, GENERIC)
+    assert claims.check(bad) is bad
+    assert isinstance(claims.check(mapped({"id": "2", "email": "A@x.io"})), Mapped)

@@ -305,6 +305,39 @@ def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
     )
 
 
+#: The reason a record is skipped when an earlier record of the same listing has its email.
+DUPLICATE_EMAIL = "duplicate email: an earlier record has it"
+
+_UNCLAIMED = object()
+
+
+class EmailClaims:
+    """Which record of one listing holds each email: the first one listed.
+
+    A later record with that email and the same external id is that record listed again (a
+    listing that moved while it was walked) and stays; with another id, or where records
+    have none, it is a duplicate at the source and becomes ``Skipped(DUPLICATE_EMAIL)``.
+    So every walk of an unchanged listing leaves the contact as its first record has it
+    (the last one winning instead would update it twice a run when the two are written
+    apart), and each record is counted once. Memory: one entry per email of the listing.
+    """
+
+    def __init__(self) -> None:
+        self._holders: dict[str, str | None] = {}
+
+    def check(self, result: Mapped | Skipped) -> Mapped | Skipped:
+        """``result`` if its record holds its email, else why it is skipped."""
+        if isinstance(result, Skipped):
+            return result
+        held = self._holders.get(result.email, _UNCLAIMED)
+        if held is _UNCLAIMED:
+            self._holders[result.email] = result.external_id
+            return result
+        if held is not None and held == result.external_id:
+            return result
+        return Skipped(DUPLICATE_EMAIL, result.external_id)
+
+
 def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 

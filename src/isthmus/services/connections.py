@@ -25,9 +25,9 @@ from isthmus.connectors.oauth import OAuthService
 from isthmus.connectors.ratelimit import budget_for
 from isthmus.connectors.request_log import RequestLog
 from isthmus.connectors.retry import RetryPolicy
-from isthmus.connectors.types import Page
+from isthmus.connectors.types import Page, Record
 from isthmus.domain.auth import Actor
-from isthmus.domain.contact_mapping import FieldMapping, Skipped, map_record
+from isthmus.domain.contact_mapping import EmailClaims, FieldMapping, Skipped, map_record
 from isthmus.domain.contacts import Mapped
 from isthmus.domain.integrations import IntegrationStatus
 from isthmus.domain.records import Integration
@@ -256,8 +256,14 @@ async def _probe(endpoint: Endpoint, provider: str, config: Mapping[str, Any]) -
         records_count=count,
         total=total,
         fields=detect_fields(preview),
-        contacts=[map_record(r, mapping) for r in preview],
+        contacts=_as_synced(preview, mapping),
     )
+
+
+def _as_synced(records: list[Record], mapping: FieldMapping) -> list[Mapped | Skipped]:
+    """The records as a sync would take them, a later duplicate of an email included."""
+    claims = EmailClaims()
+    return [claims.check(map_record(record, mapping)) for record in records]
 
 
 def _failure(exc: OutboundError, started: float) -> ConnectionCheck:

@@ -6,8 +6,9 @@ One run::
     finds it running, with its checkpoint)
     open the integration (auth, rate-limit budget, request log)
     fetch page after page, from the checkpoint when there is one, and map each page's
-    records to contacts (records without a usable email skipped, reasons counted); the
-    fetching runs ahead of the writing, at most PREFETCH_PAGES pages
+    records to contacts (records without a usable email, or with the email of an earlier
+    record of the walk, skipped: ``EmailClaims``; reasons counted); the fetching runs ahead
+    of the writing, at most PREFETCH_PAGES pages
     meanwhile, for the pages fetched so far (one, or all that are waiting when the writer
     lags, up to MAX_WRITE_RECORDS records): one transaction, fenced by the job's lease:
         upsert them (only changed contacts written), publish contact.created /
@@ -38,7 +39,7 @@ from typing import Any
 
 from isthmus.connectors.selector import get_path
 from isthmus.connectors.types import Page
-from isthmus.domain.contact_mapping import FieldMapping, Skipped, map_record
+from isthmus.domain.contact_mapping import EmailClaims, FieldMapping, Skipped, map_record
 from isthmus.domain.contacts import Mapped
 from isthmus.errors import (
     BudgetExhausted,
@@ -156,7 +157,8 @@ class SyncRunner:
             pages = endpoint.pages(resume=walk.resume_from(), params=walk.first_params())
             ready: asyncio.Queue[MappedPage | _End] = asyncio.Queue(PREFETCH_PAGES)
             fetcher = asyncio.create_task(
-                _fetch(pages, mapping, walk.record_field, ready), name=f"sync {run.id} fetch"
+                _fetch(pages, mapping, walk.record_field, walk.claims, ready),
+                name=f"sync {run.id} fetch",
             )
             writes = _Writes()
             try:
@@ -264,6 +266,7 @@ async def _fetch(
     pages: AsyncIterator[Page],
     mapping: FieldMapping,
     record_field: str | None,
+    claims: EmailClaims,
     ready: asyncio.Queue[MappedPage | _End],
 ) -> None:
     """Fetch and map page after page into ``ready``, then an ``_End``. The next page's
@@ -271,7 +274,7 @@ async def _fetch(
     the queue's bound keeps it at most ``PREFETCH_PAGES`` ahead (memory stays bounded)."""
     try:
         async for page in pages:
-            await ready.put(_read(page, mapping, record_field))
+            await ready.put(_read(page, mapping, record_field, claims))
     except Exception as exc:  # the writer raises it, after writing what came before
         await ready.put(_End(exc))
     else:
@@ -281,12 +284,12 @@ async def _fetch(
             await pages.aclose()
 
 
-def _read(page: Page, mapping: FieldMapping, field: str | None) -> MappedPage:
+def _read(page: Page, mapping: FieldMapping, field: str | None, claims: EmailClaims) -> MappedPage:
     mapped: list[Mapped] = []
     skipped: Counter[str] = Counter()
     watermark: Any = None
     for record in page.records:
-        result = map_record(record, mapping)
+        result = claims.check(map_record(record, mapping))
         if isinstance(result, Skipped):
             skipped[result.reason] += 1
         else:
@@ -301,9 +304,10 @@ def _read(page: Page, mapping: FieldMapping, field: str | None) -> MappedPage:
 
 def _upsert_groups(pages: list[MappedPage]) -> list[list[Mapped]]:
     """The pages' contacts in as few upserts as keep each page's meaning: a page holding an
-    email that an earlier page of the group holds starts the next group. So a contact
-    listed on two pages is created, then updated, whether or not the pages were written
-    together (an upsert counts an email once, as its last record)."""
+    email that an earlier page of the group holds starts the next group. So a record
+    listed again on a later page (the same id: ``EmailClaims`` skips any other) is created,
+    then updated, whether or not the pages were written together (an upsert counts an
+    email once, as its last record)."""
     groups: list[list[Mapped]] = []
     seen: set[str] = set()
     for page in pages:

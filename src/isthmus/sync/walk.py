@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from isthmus.connectors.selector import MISSING
 from isthmus.connectors.types import Request
+from isthmus.domain.contact_mapping import EmailClaims
 from isthmus.domain.contacts import Mapped
 from isthmus.store.contact_upserts import UpsertOutcome
 from isthmus.store.sync_runs import RunCounts, SyncRun
@@ -94,6 +95,9 @@ class Walk:
         self._saved_next: dict[str, Any] | None = saved.get("next")
         #: The request of the last page written (the cursor a complete walk leaves).
         self.last_request: Request | None = None
+        #: Which record holds each email, in this process's part of the walk (a run resumed
+        #: elsewhere starts over with the pages after its checkpoint).
+        self.claims = EmailClaims()
 
     @property
     def record_field(self) -> str | None:
@@ -115,6 +119,7 @@ class Walk:
     def forget_cursor(self) -> None:
         """Walk from the top of the listing instead (the API refused the saved cursor)."""
         self.state = {}
+        self.claims = EmailClaims()
 
     def _cursor(self) -> Mapping[str, Any] | None:
         inc, cursor = self.incremental, self.state.get("cursor")
