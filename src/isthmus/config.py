@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     outbound_max_response_bytes: int = Field(
         1024 * 1024, gt=0, description="Outbound response body cap, after decompression."
     )
+    connector_max_response_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description="Response body cap, after decompression, for the calls integrations make "
+        "(an API's listing pages: one that lists every contact in one response needs room).",
+    )
     webhook_retention_days: int = Field(
         30,
         ge=1,

@@ -90,7 +90,13 @@ class Hub:
         integrations = IntegrationService(store, vault, catalog)
         oauth = OAuthService(store, vault, outbound, public_url=settings.resolved_public_url)
         connections = ConnectionService(
-            store, integrations, catalog, outbound, oauth, limiter_storage
+            store,
+            integrations,
+            catalog,
+            outbound,
+            oauth,
+            limiter_storage,
+            max_response_bytes=settings.connector_max_response_bytes,
         )
         polling = PollingService(store)
         return cls(

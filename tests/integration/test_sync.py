@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
 from api_support import create_integration
 from sync_support import (
     PAGE,
@@ -32,9 +34,12 @@ from sync_support import (
     run_held_at_page_three,
     sync_now,
 )
-from webhook_support import create_webhook
+from webhook_support import LocalServer, create_webhook
 
+from isthmus.config import Settings
+from isthmus.domain.auth import Actor
 from isthmus.hub import Hub
+from isthmus.services.access import IssuedKey
 from isthmus.store.sync_runs import SYNC_KIND
 from isthmus.store.tables import event_types
 from isthmus.worker import Worker
@@ -404,3 +409,57 @@ async def test_a_sync_of_another_tenants_integration_is_a_404(
 
     assert response.status_code == 404
     assert missing.status_code == 404
+
+
+class AllAtOnce(LocalServer):
+    """Every contact in one response, a top-level array (the shape the simplest APIs have)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.body = json.dumps([{"id": n, "email": f"p{n}@example.com"} for n in range(size)])
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.body, content_type="application/json")
+
+
+async def test_a_listing_in_one_response_over_a_megabyte_is_synced(
+    local_hub: Hub,
+    local_api: httpx.AsyncClient,
+    worker: Worker,
+    settings: Settings,
+    admin_key: IssuedKey,
+) -> None:
+    # 40,000 contacts in one 1.4 MB answer: over the 1 MiB cap of the hub's other outbound
+    # calls (webhook receivers' answers), under the integrations' own (16 MiB by default).
+    server = AllAtOnce(40_000)
+    await server.start()
+    try:
+        assert settings.outbound_max_response_bytes < len(server.body)
+        assert len(server.body) < settings.connector_max_response_bytes
+        config = {"apiEndpoint": server.url("/contacts"), "auth": {"type": "none"}}
+        integration = await create_integration(local_api, config=config, credentials={})
+
+        run = await sync_now(local_api, worker, integration["id"])
+        assert counts(run) == (40_000, 40_000, 0, 0, 0)
+
+        # Over the integrations' cap: the run fails saying so, the test says what to do.
+        capped = settings.model_copy(
+            update={"outbound_allowlist": ["127.0.0.0/8"], "connector_max_response_bytes": 10**6}
+        )
+        small = Hub.build(capped)
+        try:
+            actor = Actor(admin_key.key.tenant_id, "test")
+            requested = await small.sync_runs.request(actor, integration["id"])
+            capped_worker = Worker(small.store)
+            capped_worker.register(SYNC_KIND, small.sync)
+            await capped_worker.run_pending()
+            failed = await small.sync_runs.get(actor.tenant_id, requested.run.id)
+            check = await small.connections.check(actor, integration["id"])
+        finally:
+            await small.close()
+        assert (failed.status.value, failed.error_class) == ("failed", "too_large")
+        assert "over the 1000000-byte cap" in (failed.error or "")
+        assert (check.success, check.error_class) == (False, "too_large")
+        assert "ISTHMUS_CONNECTOR_MAX_RESPONSE_BYTES" in check.message
+    finally:
+        await server.stop()

@@ -120,6 +120,7 @@ class Endpoint:
         observer: CallObserver | None = None,
         rate_limit: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
+        max_response_bytes: int | None = None,
     ) -> Endpoint:
         listing = Listing.from_config(config)
         log = _Unawaited(observer) if observer is not None else None
@@ -131,6 +132,7 @@ class Endpoint:
             headers=listing.headers,
             http=http,
             observer=log,
+            max_response_bytes=max_response_bytes,
         )
         return cls(client, listing, log)
 

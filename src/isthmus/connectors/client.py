@@ -73,7 +73,8 @@ class APIClient:
     with the default SSRF guard and closes it with itself. To reach a private network (a
     self-hosted API), pass ``OutboundHTTP(allowlist=["10.0.0.0/8"])``. ``headers`` and
     ``params`` go on every request under the request's own. ``timeout`` bounds each try
-    (seconds; default: the ``OutboundHTTP``'s). ``clock`` and ``sleep`` are for tests.
+    (seconds) and ``max_response_bytes`` each response (default: the ``OutboundHTTP``'s).
+    ``clock`` and ``sleep`` are for tests.
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class APIClient:
         http: OutboundHTTP | None = None,
         observer: CallObserver | None = None,
         timeout: float | None = None,
+        max_response_bytes: int | None = None,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
     ) -> None:
@@ -101,7 +103,7 @@ class APIClient:
         self.headers = dict(headers or {})
         self.params = list(base.query.items()) + _pairs(params)
         self.observer = observer
-        self.timeout = timeout
+        self.timeout, self.max_response_bytes = timeout, max_response_bytes
         self._owns_http = http is None
         self.http = http if http is not None else OutboundHTTP()
         self._clock = clock or _utcnow
@@ -386,6 +388,7 @@ class APIClient:
                     params=prepared.params,
                     json=prepared.json,
                     timeout=self.timeout,
+                    max_response_bytes=self.max_response_bytes,
                 )
             except OutboundError as exc:
                 attempt.error = exc
@@ -466,13 +469,8 @@ def _pairs(params: Params | None) -> list[tuple[str, str]]:
     if not params:
         return []
     items = params.items() if isinstance(params, Mapping) else params
-    return [(str(name), _text(value)) for name, value in items]
-
-
-def _text(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    # Booleans as JSON spells them, not as Python does.
+    return [(str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in items]
 
 
 def _content_type(out: OutboundResponse) -> str:

@@ -62,6 +62,7 @@ _HINTS = {
     "blocked": "isthmus does not call private or local addresses (see ISTHMUS_OUTBOUND_ALLOWLIST).",
     "bad_response": "Check the endpoint URL and the data selector.",
     "pagination_loop": "Check the pagination settings.",
+    "too_large": "Page the listing (see pagination) or raise ISTHMUS_CONNECTOR_MAX_RESPONSE_BYTES.",
 }
 
 
@@ -92,8 +93,10 @@ class ConnectionService:
         oauth: OAuthService,
         limiter_storage: Storage,
         *,
+        max_response_bytes: int | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``max_response_bytes``: the integrations' response cap (default: ``outbound``'s)."""
         self.store = store
         self.integrations = integrations
         self.catalog = catalog
@@ -101,6 +104,7 @@ class ConnectionService:
         self.oauth = oauth
         self.limiter_storage = limiter_storage
         self.clock = clock
+        self.max_response_bytes = max_response_bytes
 
     async def _integration(self, tenant_id: str, integration_id: str) -> Integration:
         async with self.store.read() as conn:
@@ -142,6 +146,7 @@ class ConnectionService:
             integration.config,
             auth,
             http=self.outbound,
+            max_response_bytes=self.max_response_bytes,
             observer=RequestLog(self.store, integration.tenant_id, integration.id),
             rate_limit=budget_for(
                 integration.id,
@@ -187,7 +192,13 @@ class ConnectionService:
                 "before it can be tested",
             )
         auth = auth_for(filled, credentials, http=self.outbound)
-        endpoint = Endpoint.open(filled, auth, http=self.outbound, retry=CHECK_RETRY)
+        endpoint = Endpoint.open(
+            filled,
+            auth,
+            http=self.outbound,
+            retry=CHECK_RETRY,
+            max_response_bytes=self.max_response_bytes,
+        )
         return await _probe(endpoint, provider, filled)
 
     async def _set_status(
