@@ -11,6 +11,7 @@ Incremental, full and cancelled runs: ``test_sync_control``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -29,6 +30,7 @@ from sync_support import (
     contact_events,
     contacts,
     counts,
+    fetched_at_least,
     make_integration,
     person,
     run_held_at_page_three,
@@ -40,9 +42,11 @@ from isthmus.config import Settings
 from isthmus.domain.auth import Actor
 from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
+from isthmus.store import queue
 from isthmus.store.sync_runs import SYNC_KIND
 from isthmus.store.tables import event_types
-from isthmus.worker import Worker
+from isthmus.sync import runner
+from isthmus.worker import Job, Worker
 
 
 async def test_a_first_sync_brings_every_contact_and_publishes_each_once(
@@ -330,6 +334,66 @@ async def test_a_run_interrupted_mid_way_resumes_from_its_checkpoint(
     assert (run["status"], counts(run)) == ("succeeded", (25, 25, 0, 0, 0))
     assert len(await contacts(local_api)) == 25
     assert await contact_events(local_api, hook["id"]) == ["contact.created"] * 25
+
+
+async def test_a_run_killed_inside_a_page_written_in_parts_resumes_inside_it(
+    local_hub: Hub,
+    local_api: httpx.AsyncClient,
+    crm: HubSpotLike,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A page larger than one write goes in parts (here of 4: the pages have 10), each with
+    # its checkpoint: that page again, from the record after the part.
+    if local_hub.store.dialect != "postgresql":
+        pytest.skip("holds a write between two parts by a row lock, which SQLite has not")
+    monkeypatch.setattr(runner, "MAX_WRITE_RECORDS", 4)
+    held = "person5@example.com"  # in the first page's second part (its records 4 to 7)
+    made = await local_api.post("/api/v1/contacts", json={"email": held})
+    assert made.status_code == 201, made.text
+    hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
+    integration = await make_integration(local_api, crm)
+    locked, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_row() -> None:
+        async with local_hub.store.transaction() as conn:
+            query = "SELECT id FROM contacts WHERE email = :email FOR UPDATE"
+            await conn.execute(sa.text(query), {"email": held})
+            locked.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold_the_row())
+    await asyncio.wait_for(locked.wait(), 10)
+    started = await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")
+    run_id = started.json()["id"]
+    [claimed] = await queue.claim(
+        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
+    )
+    doomed = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
+    await asyncio.wait_for(fetched_at_least(local_api, run_id, 4), 10)
+    doomed.cancel()  # the process dies while the second part waits for the row
+    # A task cancelled inside a query ends with what the driver's cleanup raises (a killed
+    # process, with nothing): what counts is what the store holds after it.
+    with contextlib.suppress(BaseException):
+        await doomed
+    release.set()
+    await holder
+
+    midway = (await local_api.get(f"/api/v1/runs/{run_id}")).json()
+    assert counts(midway) == (4, 4, 0, 0, 0)
+    clock.ahead += timedelta(seconds=31)
+    hits_before = len(crm.hits)
+    rescuer = Worker(local_hub.store, clock=clock)
+    rescuer.register(SYNC_KIND, local_hub.sync)
+    assert await rescuer.run_pending() == 1
+
+    # The first page again, its first four records not counted nor written twice.
+    assert crm.hits[hits_before].get("after") is None
+    run = (await local_api.get(f"/api/v1/runs/{run_id}")).json()
+    assert (run["status"], counts(run)) == ("succeeded", (25, 24, 1, 0, 0))
+    assert len(await contacts(local_api)) == 25
+    events = await contact_events(local_api, hook["id"])
+    assert events == ["contact.created"] * 24 + ["contact.updated"]
 
 
 async def test_a_rate_limit_is_waited_out_not_counted_as_a_failure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from isthmus.connectors.types import Request
 from isthmus.store.sync_runs import RunCounts, RunStatus, SyncRun, Trigger
-from isthmus.sync.walk import Incremental, Walk, listing_key, request_json
+from isthmus.sync.walk import Incremental, MappedPage, Walk, listing_key, request_json
 
 URL = "https://api.example.com/contacts"
 BASE: dict[str, Any] = {
@@ -62,8 +63,34 @@ def test_a_cursor_sync_starts_where_the_last_complete_one_ended() -> None:
     assert second.first_params() is None
     # An interrupted run resumes from its own checkpoint, not from the saved cursor.
     following = Request("GET", URL, [("after", "300")], {}, None)
-    resumed = Walk(run(second.checkpoint(following, None)), CURSOR, state)
-    assert resumed.resume_from() == following
+    resumed = Walk(run(second.checkpoint(written(following), None)), CURSOR, state)
+    assert (resumed.resume_from(), resumed.resume_skip) == (following, 0)
+
+
+def written(following: Request | None, skip: int = 0) -> MappedPage:
+    """The last page (or part of one) a write took, as the checkpoint reads it."""
+    return MappedPage([], Counter(), 0, None, None, following, frozenset(), skip)
+
+
+def test_a_part_of_a_page_checkpoints_its_own_page_and_the_records_written() -> None:
+    walk = Walk(run(), CURSOR, {})
+    assert walk.resume_skip == 0
+    # A page too large for one write, written up to its record 2,000: the run resumes at
+    # that page, from that record.
+    saved = walk.checkpoint(written(PAGE_3, 2000), "w")
+    assert saved == {"watermark": "w", "next": request_json(PAGE_3), "skip": 2000}
+    resumed = Walk(run(saved), CURSOR, {})
+    assert (resumed.resume_from(), resumed.resume_skip) == (PAGE_3, 2000)
+    # Its last part: the page after it, from its first record; the last page: nothing next.
+    following = Request("GET", URL, [("after", "300")], {}, None)
+    assert walk.checkpoint(written(following), None) == {
+        "watermark": None,
+        "next": request_json(following),
+    }
+    assert walk.checkpoint(written(None), None) == {"watermark": None}
+    # A saved cursor is where a run starts, not a checkpoint: nothing of it is skipped.
+    cursor_state = {"listing": listing_key(CURSOR), "cursor": request_json(PAGE_3)}
+    assert Walk(run(), CURSOR, cursor_state).resume_skip == 0
 
 
 def test_an_updated_since_sync_asks_from_the_highest_value_seen() -> None:

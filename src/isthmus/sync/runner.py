@@ -33,12 +33,12 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from isthmus.connectors.selector import get_path
-from isthmus.connectors.types import Page
+from isthmus.connectors.types import Page, Record, Request
 from isthmus.domain.contact_mapping import EmailClaims, FieldMapping, Skipped, map_record
 from isthmus.domain.contacts import Mapped
 from isthmus.errors import (
@@ -157,7 +157,9 @@ class SyncRunner:
             pages = endpoint.pages(resume=walk.resume_from(), params=walk.first_params())
             ready: asyncio.Queue[MappedPage | _End] = asyncio.Queue(PREFETCH_PAGES)
             fetcher = asyncio.create_task(
-                _fetch(pages, mapping, walk.record_field, walk.claims, ready),
+                _fetch(
+                    pages, _Mapper(mapping, walk.record_field, walk.claims), ready, walk.resume_skip
+                ),
                 name=f"sync {run.id} fetch",
             )
             writes = _Writes()
@@ -221,7 +223,7 @@ class SyncRunner:
             if not await queue.holds_lease_in(conn, job.id, job.claimed.lease_token):
                 raise LeaseLost(f"sync run {run.id}: job {job.id} was taken over")
             counts, watermark = walk.after(pages, outcome)
-            checkpoint = walk.checkpoint(pages[-1].following, watermark)
+            checkpoint = walk.checkpoint(pages[-1], watermark)
             if not await sync_runs.save_checkpoint(conn, run.id, checkpoint, counts):
                 raise _RunEnded(run.id)  # cancelled meanwhile: this write is not kept
         # Only what committed counts: a failed write leaves the walk where it stood.
@@ -264,17 +266,19 @@ class _Batch:
 
 async def _fetch(
     pages: AsyncIterator[Page],
-    mapping: FieldMapping,
-    record_field: str | None,
-    claims: EmailClaims,
+    mapper: _Mapper,
     ready: asyncio.Queue[MappedPage | _End],
+    skip: int,
 ) -> None:
-    """Fetch and map page after page into ``ready``, then an ``_End``. The next page's
+    """Fetch and map page after page into ``ready`` (the first page from its record ``skip``
+    on: the checkpoint of a page written in parts), then an ``_End``. The next page's
     request is known as soon as a page arrives, so fetching goes on while the writer writes;
     the queue's bound keeps it at most ``PREFETCH_PAGES`` ahead (memory stays bounded)."""
     try:
         async for page in pages:
-            await ready.put(_read(page, mapping, record_field, claims))
+            for part in mapper.parts(page, skip):
+                await ready.put(part)
+            skip = 0
     except Exception as exc:  # the writer raises it, after writing what came before
         await ready.put(_End(exc))
     else:
@@ -284,22 +288,49 @@ async def _fetch(
             await pages.aclose()
 
 
-def _read(page: Page, mapping: FieldMapping, field: str | None, claims: EmailClaims) -> MappedPage:
-    mapped: list[Mapped] = []
-    skipped: Counter[str] = Counter()
-    watermark: Any = None
-    for record in page.records:
-        result = claims.check(map_record(record, mapping))
-        if isinstance(result, Skipped):
-            skipped[result.reason] += 1
-        else:
-            mapped.append(result)
-        if field is not None:
-            watermark = highest(watermark, get_path(record, field))
-    emails = frozenset(m.email for m in mapped)
-    return MappedPage(
-        mapped, skipped, len(page.records), watermark, page.request, page.next, emails
-    )
+@dataclass
+class _Mapper:
+    """Pages to contacts, as a run maps them."""
+
+    mapping: FieldMapping
+    record_field: str | None
+    claims: EmailClaims
+
+    def parts(self, page: Page, skip: int) -> Iterator[MappedPage]:
+        """The page's records from ``skip`` on, in parts of at most ``MAX_WRITE_RECORDS``
+        (one write each, mapped as the writer takes them): a listing served in one large
+        response costs one part's memory at a time, and a killed run resumes inside it."""
+        records, request = page.records, page.request
+        start = min(skip, len(records))
+        while True:
+            stop = len(records)
+            if request is not None and stop - start > MAX_WRITE_RECORDS:
+                stop = start + MAX_WRITE_RECORDS
+                yield self._part(records[start:stop], page, request, stop)
+                start = stop
+                continue
+            yield self._part(records[start:stop], page, page.next, 0)
+            return
+
+    def _part(
+        self, records: list[Record], page: Page, following: Request | None, skip: int
+    ) -> MappedPage:
+        mapped: list[Mapped] = []
+        skipped: Counter[str] = Counter()
+        watermark: Any = None
+        field, mapping, check = self.record_field, self.mapping, self.claims.check
+        for record in records:
+            result = check(map_record(record, mapping))
+            if isinstance(result, Skipped):
+                skipped[result.reason] += 1
+            else:
+                mapped.append(result)
+            if field is not None:
+                watermark = highest(watermark, get_path(record, field))
+        emails = frozenset(m.email for m in mapped)
+        return MappedPage(
+            mapped, skipped, len(records), watermark, page.request, following, emails, skip
+        )
 
 
 def _upsert_groups(pages: list[MappedPage]) -> list[list[Mapped]]:

@@ -1,7 +1,8 @@
 """Where a sync run stands in its listing, and where the next run picks up. Pure.
 
 A run's position is its counts, its checkpoint (the request for the page after the last one
-written, so a killed run resumes there) and, for an incremental sync, what it has seen. The
+written, so a killed run resumes there; for a page written in parts, that page's own request
+and how many of its records are written) and, for an incremental sync, what it has seen. The
 incremental state is saved per integration once a run has walked the whole listing:
 
 - ``incremental: {"param": "updatedSince", "recordField": "updatedAt"}`` (type
@@ -70,6 +71,9 @@ class MappedPage:
     following: Request | None
     #: The emails of ``mapped``: what the writes keep apart.
     emails: frozenset[str]
+    #: How many records of ``following`` are written with this one: a part of a page too
+    #: large for one write has its own page as ``following``, and the records so far here.
+    skip: int = 0
 
 
 class Walk:
@@ -93,6 +97,7 @@ class Walk:
         self.writes = 0
         self.stale_statistics = False
         self._saved_next: dict[str, Any] | None = saved.get("next")
+        self._saved_skip = int(saved.get("skip", 0))
         #: The request of the last page written (the cursor a complete walk leaves).
         self.last_request: Request | None = None
         #: Which record holds each email, in this process's part of the walk (a run resumed
@@ -110,6 +115,11 @@ class Walk:
             return request_of(self._saved_next)
         cursor = self._cursor()
         return request_of(cursor) if cursor is not None else None
+
+    @property
+    def resume_skip(self) -> int:
+        """How many records of the first page the checkpoint says are written already."""
+        return self._saved_skip if self._saved_next is not None else 0
 
     @property
     def from_saved_cursor(self) -> bool:
@@ -152,10 +162,13 @@ class Walk:
         )
         return counts, watermark
 
-    def checkpoint(self, following: Request | None, watermark: Any) -> dict[str, Any]:
+    def checkpoint(self, last: MappedPage, watermark: Any) -> dict[str, Any]:
+        """Where a run resumes once ``last`` (and every page before it) is written."""
         saved: dict[str, Any] = {"watermark": watermark}
-        if following is not None:
-            saved["next"] = request_json(following)
+        if last.following is not None:
+            saved["next"] = request_json(last.following)
+            if last.skip:
+                saved["skip"] = last.skip
         return saved
 
     def next_state(self) -> dict[str, Any] | None:
