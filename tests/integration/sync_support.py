@@ -5,10 +5,13 @@ and ``worker`` are in this directory's conftest)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from aiohttp import web
 from api_support import create_integration
 from webhook_support import LocalServer
@@ -163,3 +166,25 @@ async def run_held_at_page_three(
     # still being written.
     await asyncio.wait_for(fetched_at_least(api, run_id, 20), 10)
     return run_id, running
+
+
+@contextlib.asynccontextmanager
+async def row_locked(hub: Hub, email: str) -> AsyncIterator[None]:
+    """PostgreSQL: the contact with ``email`` locked by another transaction (a write that
+    touches it waits) until the block ends."""
+    locked, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with hub.store.transaction() as conn:
+            query = "SELECT id FROM contacts WHERE email = :email FOR UPDATE"
+            await conn.execute(sa.text(query), {"email": email})
+            locked.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await asyncio.wait_for(locked.wait(), 10)
+        yield
+    finally:
+        release.set()
+        await holder

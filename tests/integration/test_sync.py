@@ -33,6 +33,7 @@ from sync_support import (
     fetched_at_least,
     make_integration,
     person,
+    row_locked,
     run_held_at_page_three,
     sync_now,
 )
@@ -155,29 +156,15 @@ async def test_a_write_that_fails_keeps_every_later_page_out_and_the_checkpoint_
     assert made.status_code == 201, made.text
     hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
     integration = await make_integration(local_api, crm)
-    release = asyncio.Event()
-    holder: asyncio.Task[None] | None = None
-    if local_hub.store.dialect == "postgresql":
-        locked = asyncio.Event()
-
-        async def hold_the_row() -> None:
-            async with local_hub.store.transaction() as conn:
-                query = "SELECT id FROM contacts WHERE email = :email FOR UPDATE"
-                await conn.execute(sa.text(query), {"email": held})
-                locked.set()
-                await release.wait()
-
-        holder = asyncio.create_task(hold_the_row())
-        await asyncio.wait_for(locked.wait(), 10)
-
-    running = asyncio.create_task(sync_now(local_api, worker, integration["id"]))
-    if holder is not None:
-        while not any(hit.get("after") == "770" for hit in crm.hits):
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(1.0)  # the writes after the held one run meanwhile
-        release.set()
-        await holder
-    run = await asyncio.wait_for(running, 60)
+    if local_hub.store.dialect != "postgresql":
+        run = await sync_now(local_api, worker, integration["id"])
+    else:
+        async with row_locked(local_hub, held):
+            running = asyncio.create_task(sync_now(local_api, worker, integration["id"]))
+            while not any(hit.get("after") == "770" for hit in crm.hits):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)  # the writes after the held one run meanwhile
+        run = await asyncio.wait_for(running, 60)
 
     assert run["status"] == "failed"
     assert "schema" in run["error"]
@@ -353,31 +340,19 @@ async def test_a_run_killed_inside_a_page_written_in_parts_resumes_inside_it(
     assert made.status_code == 201, made.text
     hook = await create_webhook(local_api, url=crm.url("/hook"), events=["contact.*"])
     integration = await make_integration(local_api, crm)
-    locked, release = asyncio.Event(), asyncio.Event()
-
-    async def hold_the_row() -> None:
-        async with local_hub.store.transaction() as conn:
-            query = "SELECT id FROM contacts WHERE email = :email FOR UPDATE"
-            await conn.execute(sa.text(query), {"email": held})
-            locked.set()
-            await release.wait()
-
-    holder = asyncio.create_task(hold_the_row())
-    await asyncio.wait_for(locked.wait(), 10)
     started = await local_api.post(f"/api/v1/integrations/{integration['id']}/sync")
     run_id = started.json()["id"]
-    [claimed] = await queue.claim(
-        local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
-    )
-    doomed = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
-    await asyncio.wait_for(fetched_at_least(local_api, run_id, 4), 10)
-    doomed.cancel()  # the process dies while the second part waits for the row
-    # A task cancelled inside a query ends with what the driver's cleanup raises (a killed
-    # process, with nothing): what counts is what the store holds after it.
-    with contextlib.suppress(BaseException):
-        await doomed
-    release.set()
-    await holder
+    async with row_locked(local_hub, held):
+        [claimed] = await queue.claim(
+            local_hub.store, kinds=[SYNC_KIND], limit=1, lease_seconds=30, now=clock()
+        )
+        doomed = asyncio.create_task(local_hub.sync(Job(claimed, local_hub.store, clock)))
+        await asyncio.wait_for(fetched_at_least(local_api, run_id, 4), 10)
+        doomed.cancel()  # the process dies while the second part waits for the row
+        # A task cancelled inside a query ends with what the driver's cleanup raises (a
+        # killed process, with nothing): what counts is what the store holds after it.
+        with contextlib.suppress(BaseException):
+            await doomed
 
     midway = (await local_api.get(f"/api/v1/runs/{run_id}")).json()
     assert counts(midway) == (4, 4, 0, 0, 0)
