@@ -356,11 +356,14 @@ async def test_a_disabled_integration_is_not_polled(
     integration = await create_integration(api)
     answer = await put_polling(api, integration["id"], frequency="hourly")
     assert (await api.post(f"/api/v1/integrations/{integration['id']}/disable")).is_success
+    shown = await get_polling(api, integration["id"])
+    assert (shown["enabled"], shown["nextPollAt"]) == (True, None)  # no poll is coming
 
     clock.now = due(answer)
     assert await tick(hub.store, now=clock.now) == []
     # Enabled again, the missed poll runs once, and the schedule goes on from then.
     assert (await api.post(f"/api/v1/integrations/{integration['id']}/enable")).is_success
+    assert (await get_polling(api, integration["id"]))["nextPollAt"] == answer["nextPollAt"]
     clock.now += timedelta(hours=5, minutes=7)
     [handed] = await tick(hub.store, now=clock.now)
     assert handed.run_id is not None

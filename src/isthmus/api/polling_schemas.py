@@ -100,7 +100,10 @@ class PollingOut(Out):
     day_of_month: int | None
     timezone: str
     max_retries: int
-    next_poll_at: datetime | None = Field(description="None while polling is off.")
+    next_poll_at: datetime | None = Field(
+        description="None while polling is off or the integration is disabled (enabled "
+        "again, a poll missed meanwhile runs at once)."
+    )
     last_poll_at: datetime | None = Field(description="When the scheduler last started a poll.")
     last_run_status: RunStatus | None = Field(description="The newest run's status, if any.")
     health: Health

@@ -490,7 +490,8 @@ async def _view(conn: AsyncConnection, integration: Integration) -> PollingView:
         row.schedule,
         row.max_retries,
         row.retry_count,
-        row.next_poll_at,
+        # A disabled integration is not polled: its poll stays due for when it is enabled.
+        row.next_poll_at if integration.enabled else None,
         row.last_poll_at,
         status,
         integration.health,
