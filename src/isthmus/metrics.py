@@ -14,7 +14,17 @@ Exported, per integration with calls in its request log (labels ``tenant``,
 - ``isthmus_integration_response_seconds_average`` and ``..._p95``: response times;
 - ``isthmus_integration_last_activity_timestamp_seconds``: the last call;
 
-and ``isthmus_webhook_deliveries{tenant, status}``: outbound webhook deliveries by status.
+per integration (the same labels):
+
+- ``isthmus_integration_health{health}``: 1 for its health (healthy, warning, error,
+  unknown), 0 for the others;
+- ``isthmus_sync_runs{status}``: its sync runs kept, by status;
+- ``isthmus_sync_last_success_timestamp_seconds``: when its latest successful run ended;
+- ``isthmus_sync_last_run_records{outcome}``: what its latest finished run fetched,
+  created, updated, left unchanged and skipped;
+
+``isthmus_contacts{tenant}``: contacts per tenant; and
+``isthmus_webhook_deliveries{tenant, status}``: outbound webhook deliveries by status.
 """
 
 from __future__ import annotations
@@ -25,8 +35,17 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from isthmus.domain.integrations import Health
 from isthmus.store.db import Store
-from isthmus.store.metrics import IntegrationFigures, delivery_counts, integration_figures
+from isthmus.store.metrics import (
+    RUN_COUNTS,
+    IntegrationFigures,
+    SyncFigures,
+    contact_counts,
+    delivery_counts,
+    integration_figures,
+    sync_figures,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LABELS = ["tenant", "integration", "provider"]
@@ -36,31 +55,34 @@ class Snapshot(Collector):
     """The store's figures as read for one scrape."""
 
     def __init__(
-        self, integrations: list[IntegrationFigures], deliveries: list[tuple[str, str, int]]
+        self,
+        integrations: list[IntegrationFigures],
+        syncs: list[SyncFigures],
+        contacts: list[tuple[str, int]],
+        deliveries: list[tuple[str, str, int]],
     ) -> None:
         self.integrations = integrations
+        self.syncs = syncs
+        self.contacts = contacts
         self.deliveries = deliveries
 
     def collect(self) -> Iterator[Metric]:
-        requests = GaugeMetricFamily(
+        requests = _gauge(
             "isthmus_integration_requests",
             "Outbound calls of the integration in its request log, by outcome (2xx: success).",
-            labels=[*_LABELS, "outcome"],
+            "outcome",
         )
-        average = GaugeMetricFamily(
+        average = _gauge(
             "isthmus_integration_response_seconds_average",
             "Average response time of the integration's calls in its request log.",
-            labels=_LABELS,
         )
-        p95 = GaugeMetricFamily(
+        p95 = _gauge(
             "isthmus_integration_response_seconds_p95",
             "95th percentile (nearest rank) response time of the integration's calls.",
-            labels=_LABELS,
         )
-        last = GaugeMetricFamily(
+        last = _gauge(
             "isthmus_integration_last_activity_timestamp_seconds",
             "When the integration last made a call (Unix time).",
-            labels=_LABELS,
         )
         for figures in self.integrations:
             labels = [figures.tenant_id, figures.integration_id, figures.provider]
@@ -74,6 +96,14 @@ class Snapshot(Collector):
             if m.last_at is not None:
                 last.add_metric(labels, m.last_at.timestamp())
         yield from (requests, average, p95, last)
+        yield from self._syncs()
+
+        contacts = GaugeMetricFamily(
+            "isthmus_contacts", "Contacts in the tenant's store.", labels=["tenant"]
+        )
+        for tenant_id, count in self.contacts:
+            contacts.add_metric([tenant_id], count)
+        yield contacts
 
         deliveries = GaugeMetricFamily(
             "isthmus_webhook_deliveries",
@@ -84,11 +114,55 @@ class Snapshot(Collector):
             deliveries.add_metric([tenant_id, status], count)
         yield deliveries
 
+    def _syncs(self) -> Iterator[Metric]:
+        health = _gauge(
+            "isthmus_integration_health",
+            "1 for the integration's health (healthy, warning, error, unknown), 0 for the others.",
+            "health",
+        )
+        runs = _gauge(
+            "isthmus_sync_runs",
+            "The integration's contact sync runs kept, by status.",
+            "status",
+        )
+        success = _gauge(
+            "isthmus_sync_last_success_timestamp_seconds",
+            "When the integration's latest successful sync run ended (Unix time).",
+        )
+        records = _gauge(
+            "isthmus_sync_last_run_records",
+            "Records the integration's latest finished sync run fetched, created, updated, "
+            "left unchanged and skipped.",
+            "outcome",
+        )
+        for figures in self.syncs:
+            labels = [figures.tenant_id, figures.integration_id, figures.provider]
+            for state in Health:
+                health.add_metric([*labels, state.value], int(figures.health == state.value))
+            for status, count in sorted(figures.runs.items()):
+                runs.add_metric([*labels, status], count)
+            if figures.last_success is not None:
+                success.add_metric(labels, figures.last_success.timestamp())
+            if figures.last_counts is not None:
+                for outcome in RUN_COUNTS:
+                    records.add_metric([*labels, outcome], figures.last_counts[outcome])
+        yield from (health, runs, success, records)
+
 
 async def exposition(store: Store) -> bytes:
     """The text a scrape gets: the store's figures, then this process's own."""
     async with store.read() as conn:
-        snapshot = Snapshot(await integration_figures(conn), await delivery_counts(conn))
+        snapshot = Snapshot(
+            await integration_figures(conn),
+            await sync_figures(conn),
+            await contact_counts(conn),
+            await delivery_counts(conn),
+        )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(snapshot)
     return generate_latest(registry) + generate_latest(REGISTRY)
+
+
+def _gauge(name: str, documentation: str, *extra: str) -> GaugeMetricFamily:
+    """A gauge of one integration's figures: its labels, and ``extra`` ones."""
+    return GaugeMetricFamily(name, documentation, labels=[*_LABELS, *extra])

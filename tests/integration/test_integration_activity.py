@@ -366,8 +366,12 @@ async def test_prometheus_shows_the_same_figures_without_a_key(
     assert value("isthmus_integration_response_seconds_p95") == pytest.approx(0.019)
     last = START + timedelta(minutes=19)
     assert value("isthmus_integration_last_activity_timestamp_seconds") == last.timestamp()
-    # An integration without calls has no figures yet.
-    assert not any(("integration", quiet) in key for _, key in samples)
+    # An integration without calls has no call figures yet; its health is unknown.
+    assert not any(
+        ("integration", quiet) in key for name, key in samples if "_integration_re" in name
+    )
+    quiet_labels = (("integration", quiet), ("provider", "api_endpoint"), ("tenant", tenant_id))
+    assert samples[("isthmus_integration_health", (("health", "unknown"), *quiet_labels))] == 1
     deliveries = (("status", "pending"), ("tenant", tenant_id))
     assert samples[("isthmus_webhook_deliveries", deliveries)] == 2
 

@@ -15,7 +15,7 @@ import contextlib
 import copy
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 from api_support import create_integration
+from prometheus_client.parser import text_string_to_metric_families
 from sync_support import (
     PAGE,
     Clock,
@@ -502,3 +503,40 @@ async def test_a_listing_in_one_response_over_a_megabyte_is_synced(
         assert "ISTHMUS_CONNECTOR_MAX_RESPONSE_BYTES" in check.message
     finally:
         await server.stop()
+
+
+async def test_prometheus_shows_each_integrations_health_and_sync_runs(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, admin_key: IssuedKey
+) -> None:
+    integration = await make_integration(local_api, crm)
+    crm.people[3]["properties"]["email"] = "not an address"
+    first = await sync_now(local_api, worker, integration["id"])
+    crm.people[5]["properties"]["lastname"] = "Changed"
+    second = await sync_now(local_api, worker, integration["id"])
+
+    response = await local_api.get("/metrics")
+    assert response.status_code == 200
+    samples = {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "tenant"))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+        if s.labels.get("tenant") == admin_key.key.tenant_id
+    }
+    mine = (("integration", integration["id"]), ("provider", "api_endpoint"))
+
+    def value(name: str, *extra: tuple[str, str]) -> float:
+        return samples[(name, tuple(sorted(mine + extra)))]
+
+    # Records were skipped: its health is warning.
+    health = {h: value("isthmus_integration_health", ("health", h)) for h in HEALTHS}
+    assert health == {"healthy": 0, "warning": 1, "error": 0, "unknown": 0}
+    assert value("isthmus_sync_runs", ("status", "succeeded")) == 2
+    finished = datetime.fromisoformat(second["finishedAt"])
+    assert value("isthmus_sync_last_success_timestamp_seconds") == finished.timestamp()
+    last = {o: value("isthmus_sync_last_run_records", ("outcome", o)) for o in OUTCOMES}
+    assert last == {"fetched": 25, "created": 0, "updated": 1, "unchanged": 23, "skipped": 1}
+    assert samples[("isthmus_contacts", ())] == first["created"] == 24
+
+
+HEALTHS = ("healthy", "warning", "error", "unknown")
+OUTCOMES = ("fetched", "created", "updated", "unchanged", "skipped")

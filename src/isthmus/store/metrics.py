@@ -1,9 +1,11 @@
 """Figures for the Prometheus export, read across tenants at scrape time: each integration's
-request metrics, and webhook deliveries by status."""
+request metrics, health and sync runs, contacts per tenant, and webhook deliveries by
+status."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,7 +16,8 @@ from isthmus.store.integration_requests import (
     p95_query,
     summary_query,
 )
-from isthmus.store.tables import deliveries, integrations
+from isthmus.store.sync_runs import RunStatus
+from isthmus.store.tables import contacts, deliveries, integrations, sync_runs
 from isthmus.store.tables import integration_requests as calls
 
 
@@ -58,3 +61,86 @@ async def delivery_counts(conn: AsyncConnection) -> list[tuple[str, str, int]]:
         .order_by(deliveries.c.tenant_id, deliveries.c.status)
     )
     return [(row[0], row[1], int(row[2])) for row in await conn.execute(statement)]
+
+
+@dataclass(frozen=True)
+class SyncFigures:
+    """An integration's health and sync runs, as the store keeps them."""
+
+    tenant_id: str
+    integration_id: str
+    provider: str
+    health: str
+    #: Runs kept, by status (those it has).
+    runs: dict[str, int]
+    #: When its latest successful run ended.
+    last_success: datetime | None
+    #: The counts of its latest finished run: fetched, created, updated, unchanged, skipped.
+    last_counts: dict[str, int] | None
+
+
+#: The counts of a run, in the order the export names them.
+RUN_COUNTS = ("fetched", "created", "updated", "unchanged", "skipped")
+
+
+async def sync_figures(conn: AsyncConnection) -> list[SyncFigures]:
+    """Every integration's health and the figures of its sync runs."""
+    runs: dict[str, dict[str, int]] = {}
+    statement = sa.select(sync_runs.c.integration_id, sync_runs.c.status, sa.func.count()).group_by(
+        sync_runs.c.integration_id, sync_runs.c.status
+    )
+    for integration_id, status, count in await conn.execute(statement):
+        runs.setdefault(integration_id, {})[status] = int(count)
+    statement = (
+        sa.select(sync_runs.c.integration_id, sa.func.max(sync_runs.c.finished_at))
+        .where(sync_runs.c.status == RunStatus.SUCCEEDED.value)
+        .group_by(sync_runs.c.integration_id)
+    )
+    succeeded = {row[0]: row[1] for row in await conn.execute(statement)}
+    latest = (
+        sa.select(
+            sync_runs.c.integration_id,
+            *(sync_runs.c[name] for name in RUN_COUNTS),
+            sa.func.row_number()
+            .over(
+                partition_by=sync_runs.c.integration_id,
+                order_by=(sync_runs.c.finished_at.desc(), sync_runs.c.id.desc()),
+            )
+            .label("newest"),
+        )
+        .where(sync_runs.c.finished_at.is_not(None))
+        .subquery()
+    )
+    statement = sa.select(latest).where(latest.c.newest == 1)
+    counts = {
+        row.integration_id: {name: int(row._mapping[name]) for name in RUN_COUNTS}
+        for row in await conn.execute(statement)
+    }
+    statement = sa.select(
+        integrations.c.tenant_id,
+        integrations.c.id,
+        integrations.c.provider,
+        integrations.c.health,
+    ).order_by(integrations.c.tenant_id, integrations.c.id)
+    return [
+        SyncFigures(
+            row.tenant_id,
+            row.id,
+            row.provider,
+            row.health,
+            runs.get(row.id, {}),
+            succeeded.get(row.id),
+            counts.get(row.id),
+        )
+        for row in await conn.execute(statement)
+    ]
+
+
+async def contact_counts(conn: AsyncConnection) -> list[tuple[str, int]]:
+    """(tenant id, contacts) for every tenant that has any."""
+    statement = (
+        sa.select(contacts.c.tenant_id, sa.func.count())
+        .group_by(contacts.c.tenant_id)
+        .order_by(contacts.c.tenant_id)
+    )
+    return [(row[0], int(row[1])) for row in await conn.execute(statement)]
