@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         description="Days each integration's request log is kept; an hourly cleanup job "
         "deletes older entries.",
     )
+    sync_run_retention_days: int = Field(
+        90,
+        ge=1,
+        le=3650,
+        description="Days ended contact sync runs are kept (each integration's latest always "
+        "is); the hourly request log cleanup deletes older ones.",
+    )
     public_url: str | None = Field(
         None,
         description="The hub's address as browsers reach it (e.g. https://hub.example.com), "

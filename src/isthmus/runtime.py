@@ -69,7 +69,7 @@ def job_handlers(hub: Hub) -> dict[str, Handler]:
         retention.KIND: retention.handler(hub.settings.webhook_retention_days),
         SYNC_KIND: hub.sync,
         request_log_retention.KIND: request_log_retention.handler(
-            hub.settings.integration_log_retention_days
+            hub.settings.integration_log_retention_days, hub.settings.sync_run_retention_days
         ),
     }
 

@@ -96,10 +96,11 @@ class Clock:
 
 
 async def make_integration(
-    api: httpx.AsyncClient, crm: HubSpotLike, **config: Any
+    api: httpx.AsyncClient, crm: HubSpotLike, *, name: str = "Contacts API", **config: Any
 ) -> dict[str, Any]:
     return await create_integration(
         api,
+        name=name,
         config={
             "apiEndpoint": crm.url("/crm/v3/objects/contacts"),
             "dataSelector": "results",

@@ -308,7 +308,8 @@ async def test_the_retention_job_purges_and_schedules_its_next_run(
     assert await retention.ensure_scheduled(hub.store, now=NOW) is True
     assert await retention.ensure_scheduled(hub.store, now=NOW) is False  # one is queued
     worker = Worker(hub.store, clock=lambda: NOW)
-    worker.register(retention.KIND, retention.handler(hub.settings.integration_log_retention_days))
+    days = hub.settings.integration_log_retention_days, hub.settings.sync_run_retention_days
+    worker.register(retention.KIND, retention.handler(*days))
     assert await worker.run_pending() == 1
 
     left = await walk(api, f"{INTEGRATIONS}/{integration}/logs")

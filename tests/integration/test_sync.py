@@ -15,7 +15,7 @@ import contextlib
 import copy
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,6 +41,7 @@ from sync_support import (
 from webhook_support import LocalServer, create_webhook
 
 from isthmus.config import Settings
+from isthmus.connectors import request_log_retention
 from isthmus.domain.auth import Actor
 from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
@@ -540,3 +541,26 @@ async def test_prometheus_shows_each_integrations_health_and_sync_runs(
 
 HEALTHS = ("healthy", "warning", "error", "unknown")
 OUTCOMES = ("fetched", "created", "updated", "unchanged", "skipped")
+
+
+async def test_ended_runs_are_kept_for_the_retention_but_each_integrations_latest(
+    local_hub: Hub, local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker, clock: Clock
+) -> None:
+    assert local_hub.settings.sync_run_retention_days == 90
+    busy = await make_integration(local_api, crm)
+    idle = await make_integration(local_api, crm, name="Idle")
+    old = [await sync_now(local_api, worker, i["id"]) for i in (busy, idle, busy)]
+    clock.ahead = timedelta(days=11)
+    recent = await sync_now(local_api, worker, busy["id"])
+    assert {r["status"] for r in [*old, recent]} == {"succeeded"}
+    later = datetime.now(UTC) + timedelta(days=100)  # the first three 100 days old, the last 89
+
+    gone = await request_log_retention.purge_runs(local_hub.store, 90, now=later)
+
+    # The busy one keeps its run of 89 days ago; the idle one its only run, however old.
+    assert gone == 2
+    listed = (await local_api.get(f"/api/v1/integrations/{busy['id']}/runs")).json()["data"]
+    assert [r["id"] for r in listed] == [recent["id"]]
+    listed = (await local_api.get(f"/api/v1/integrations/{idle['id']}/runs")).json()["data"]
+    assert [r["id"] for r in listed] == [old[1]["id"]]
+    assert await request_log_retention.purge_runs(local_hub.store, 90, now=later) == 0

@@ -18,6 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -290,3 +291,25 @@ async def list_for(
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+async def purge_finished(conn: AsyncConnection, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` runs that ended before ``before``, but each integration's
+    latest ended run (its last outcome stays on record); how many went."""
+    newer = sync_runs.alias("newer")
+    later_run = (
+        sa.select(newer.c.id)
+        .where(
+            newer.c.integration_id == sync_runs.c.integration_id,
+            newer.c.finished_at > sync_runs.c.finished_at,
+        )
+        .exists()
+    )
+    doomed = (
+        sa.select(sync_runs.c.id)
+        .where(sync_runs.c.finished_at < before, later_run)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = await conn.execute(sa.delete(sync_runs).where(sync_runs.c.id.in_(doomed)))
+    return int(result.rowcount or 0)
