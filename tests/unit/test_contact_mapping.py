@@ -174,6 +174,73 @@ def test_the_top_level_wins_over_the_container() -> None:
     assert skipped({"fields": ["email"], "properties": "x"}) == "no email"
 
 
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        # Pipedrive's persons: emails and phones as lists of labelled values
+        (
+            {
+                "id": 7,
+                "name": "Ada Lovelace",
+                "first_name": "Ada",
+                "email": [
+                    {"label": "home", "value": "ada@home.example", "primary": False},
+                    {"label": "work", "value": "Ada@Example.com", "primary": True},
+                ],
+                "phone": [{"label": "work", "value": "+44 20 7946 0958", "primary": True}],
+            },
+            ("ada@example.com", "Ada", None, "+44 20 7946 0958", None),
+        ),
+        # SCIM users: a name object, emails and phoneNumbers with a primary, a title
+        (
+            {
+                "id": "2819c223",
+                "userName": "ada",
+                "name": {"givenName": "Ada", "familyName": "Lovelace", "formatted": "Ada L."},
+                "emails": [
+                    {"value": "ada@home.example", "type": "home"},
+                    {"value": "ada@example.com", "type": "work", "primary": True},
+                ],
+                "phoneNumbers": [{"value": "555-0100", "type": "work"}],
+                "title": "Analyst",
+            },
+            ("ada@example.com", "Ada", "Lovelace", "555-0100", "Analyst"),
+        ),
+        # Google's People API: the primary one says so in its metadata
+        (
+            {
+                "resourceName": "people/c1",
+                "emailAddresses": [
+                    {"metadata": {"primary": False}, "value": "old@example.com"},
+                    {"metadata": {"primary": True}, "value": "ada@example.com"},
+                ],
+            },
+            ("ada@example.com", None, None, None, None),
+        ),
+        # A name object's title is a form of address, not a job title
+        (
+            {"name": {"title": "Ms", "first": "Ada", "last": "Lovelace"}, "email": "a@b.example"},
+            ("a@b.example", "Ada", "Lovelace", None, None),
+        ),
+        # A plain list: its first non-blank entry
+        ({"emails": ["", "ada@example.com", "b@example.com"]}, ("ada@example.com",) + (None,) * 4),
+    ],
+    ids=["pipedrive", "scim", "google-people", "name-object", "plain-list"],
+)
+def test_multi_valued_fields_take_their_primary_or_first_entry(
+    record: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    contact = mapped(record)
+    found = (contact.email, contact.first_name, contact.last_name, contact.phone)
+    assert (*found, contact.job_title) == expected
+
+
+def test_a_mapped_path_to_a_list_takes_its_primary_entry_too() -> None:
+    mapping = FieldMapping.build("api_endpoint", {"email": "contact.mails"})
+    record = {"contact": {"mails": [{"value": "x@example.com"}, {"value": "y@example.com"}]}}
+    assert mapped(record, mapping).email == "x@example.com"
+
+
 # -- user mappings, provider defaults, paths --------------------------------------------------
 
 
@@ -352,7 +419,9 @@ FORBIDDEN = "has spaces or forbidden characters"
         ({"email": ""}, "no email"),
         ({"email": "   "}, "no email"),
         ({"email": 12}, "invalid email: not text"),
-        ({"email": ["a@example.com"]}, "invalid email: not text"),
+        ({"email": [12]}, "invalid email: not text"),
+        ({"email": []}, "no email"),
+        ({"email": [{"label": "work"}]}, "no email"),
         ({"email": "ada"}, "invalid email: needs exactly one @"),
         ({"email": "a@b@example.com"}, "invalid email: needs exactly one @"),
         ({"email": "@example.com"}, "invalid email: nothing before the @"),
@@ -436,7 +505,7 @@ def test_the_quick_email_check_agrees_with_the_rules() -> None:
         (1.5, "1.5"),
         (True, None),
         ({"name": "x"}, None),
-        (["x"], None),
+        ([{"name": "x"}], None),  # a list (its first entry) of an object without a value
         (None, None),
         ("a\x00b", "ab"),
         ("x" * 250, "x" * 200),

@@ -10,7 +10,12 @@ mapping tries, in order:
    (:data:`AUTO_MATCH`) once case, ``_``, ``-`` and spaces are ignored, so ``first_name``,
    ``FirstName`` and ``firstname`` all fill ``firstName``; failing that, such a key inside
    the record's field container (:data:`FIELD_CONTAINERS`: ``properties``, ``attributes``,
-   ``fields``).
+   ``fields``); the names also inside a ``name`` object (:data:`NAME_PARTS`: SCIM's
+   ``givenName`` and ``familyName``, ``first`` and ``last``).
+
+A canonical field whose value is a list (``emails: [{"value": ..., "primary": true}]``, as
+SCIM, Pipedrive and Google keep addresses and phones) takes its primary entry, else its
+first; an entry that is an object gives its ``value``.
 
 Paths are dotted (``properties.email``; a number indexes a list: ``emails.0.value``). Source
 fields nobody mapped are dropped; ``custom.<name>: <path>`` keeps one in the contact's custom
@@ -42,10 +47,10 @@ EXTERNAL_ID = "externalId"
 #: Auto-matching: per canonical field the key names that fill it, folded (lower case, no
 #: ``_``, ``-`` or spaces), best first. Short on purpose: a wrong guess is worse than none.
 AUTO_MATCH: dict[str, tuple[str, ...]] = {
-    "email": ("email", "emailaddress"),
+    "email": ("email", "emailaddress", "emails", "emailaddresses"),
     "firstName": ("firstname", "givenname"),
     "lastName": ("lastname", "surname", "familyname"),
-    "phone": ("phone", "phonenumber"),
+    "phone": ("phone", "phonenumber", "phones", "phonenumbers"),
     "company": ("company", "companyname", "organization", "organisation"),
     "jobTitle": ("jobtitle", "title"),
 }
@@ -55,6 +60,13 @@ AUTO_MATCH: dict[str, tuple[str, ...]] = {
 #: ``attributes``, Airtable's ``fields``. Auto-matching looks inside these for what the top
 #: level lacks, and into no other nested object (``company.email`` is not the person's).
 FIELD_CONTAINERS = ("properties", "attributes", "fields")
+
+#: Inside a ``name`` object (SCIM's ``{"givenName", "familyName"}``, ``{"first", "last"}``),
+#: only these: such an object may hold a ``title`` (Mr, Dr) that is no job title.
+NAME_PARTS: dict[str, tuple[str, ...]] = {
+    "firstName": ("firstname", "givenname", "first"),
+    "lastName": ("lastname", "familyname", "surname", "last"),
+}
 
 
 @dataclass(frozen=True)
@@ -125,11 +137,17 @@ def fold(name: str) -> str:
 
 
 _CANONICAL_BY_FOLD = {fold(name): name for name in CANONICAL_FIELDS}
-_ALIASES: dict[str, tuple[str, int]] = {
-    alias: (name, rank)
-    for name, aliases in AUTO_MATCH.items()
-    for rank, alias in enumerate(aliases)
-}
+
+
+def _ranked(table: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, int]]:
+    """Folded alias -> (canonical field, rank: 0 is the best)."""
+    return {
+        alias: (name, rank) for name, aliases in table.items() for rank, alias in enumerate(aliases)
+    }
+
+
+_ALIASES = _ranked(AUTO_MATCH)
+_NAME_ALIASES = _ranked(NAME_PARTS)
 
 
 @dataclass(frozen=True)
@@ -275,6 +293,8 @@ def map_record(record: object, mapping: FieldMapping) -> Mapped | Skipped:
         else:  # nothing found on the paths
             if auto is not None and name in mapping.auto:
                 value = auto.get(name)
+        if type(value) is list:
+            value = _one_of(value)
         found.append(value)
     email_value, first_name, last_name, phone, company, job_title = found
 
@@ -351,19 +371,45 @@ def _auto_matched(record: Mapping[str, Any]) -> dict[str, Any]:
         if type(inner) is dict or isinstance(inner, Mapping):
             for name, value in _best_keys(inner).items():
                 found.setdefault(name, value)
+    parts = record.get("name")
+    if type(parts) is dict:
+        for name, value in _best_keys(parts, _NAME_ALIASES).items():
+            found.setdefault(name, value)
     return found
 
 
-def _best_keys(record: Mapping[str, Any]) -> dict[str, Any]:
+def _best_keys(
+    record: Mapping[str, Any], aliases: Mapping[str, tuple[str, int]] = _ALIASES
+) -> dict[str, Any]:
     best: dict[str, tuple[int, Any]] = {}
     for key, value in record.items():
-        hit = _ALIASES.get(fold(key)) if isinstance(key, str) else None
+        hit = aliases.get(fold(key)) if isinstance(key, str) else None
         if hit is None or _blank(value):
             continue
         name, rank = hit
         if name not in best or rank < best[name][0]:
             best[name] = (rank, value)
     return {name: value for name, (_, value) in best.items()}
+
+
+def _one_of(values: list[Any]) -> Any:
+    """A multi-valued field's one value: its primary entry, else its first (module
+    docstring)."""
+    entries = [entry for entry in values if not _blank(entry)]
+    if not entries:
+        return None
+    chosen = next((entry for entry in entries if _primary(entry)), entries[0])
+    return chosen.get("value") if isinstance(chosen, dict) else chosen
+
+
+def _primary(entry: object) -> bool:
+    """SCIM's and Pipedrive's ``primary: true``, Google's ``metadata.primary: true``."""
+    if not isinstance(entry, dict):
+        return False
+    metadata = entry.get("metadata")
+    return entry.get("primary") is True or (
+        isinstance(metadata, dict) and metadata.get("primary") is True
+    )
 
 
 def _external_id(value: object) -> str | None:
