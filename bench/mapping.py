@@ -32,7 +32,8 @@ def main() -> int:
     request = Request("GET", "http://127.0.0.1/contacts", [], {}, None)
     pages = []
     for start in range(0, args.contacts, PAGE_SIZE):
-        body = jsonwrite.dumps({"results": [contact(i, 0) for i in range(start, start + PAGE_SIZE)]})
+        records = [contact(i, 0) for i in range(start, start + PAGE_SIZE)]
+        body = jsonwrite.dumps({"results": records})
         pages.append(Page(len(pages) + 1, jsonread.loads(body)["results"], None, request=request))
     mapping = FieldMapping.build("api_endpoint", FIELD_MAPPING)
     best = float("inf")
