@@ -325,6 +325,8 @@ async def test_a_run_interrupted_mid_way_resumes_from_its_checkpoint(
     assert await contact_events(local_api, hook["id"]) == ["contact.created"] * 25
 
 
+# Cancelled inside a query, the driver leaves a connection attempt of its cleanup unawaited.
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 async def test_a_run_killed_inside_a_page_written_in_parts_resumes_inside_it(
     local_hub: Hub,
     local_api: httpx.AsyncClient,
