@@ -339,7 +339,8 @@ class EmailClaims:
     have none, it is a duplicate at the source and becomes ``Skipped(DUPLICATE_EMAIL)``.
     So every walk of an unchanged listing leaves the contact as its first record has it
     (the last one winning instead would update it twice a run when the two are written
-    apart), and each record is counted once. Memory: one entry per email of the listing.
+    apart), and each record is counted once. Memory: one entry per email of the listing
+    (about 175 bytes: 17 MB for 100,000 records).
     """
 
     def __init__(self) -> None:
