@@ -90,6 +90,16 @@ CREATE_CASES: list[Any] = [
         id="mapping-bad-path-and-custom-name",
     ),
     pytest.param(
+        {"config": {"apiEndpoint": ENDPOINT, "pagination": {"type": "cursor"}}},
+        {"config.pagination.cursorPath"},
+        id="cursor-pagination-without-its-path",
+    ),
+    pytest.param(
+        {"config": {"apiEndpoint": ENDPOINT, "pagination": {"type": "page", "pageSize": 50}}},
+        {"config.pagination.pageSizeParam"},
+        id="page-size-without-its-parameter",
+    ),
+    pytest.param(
         {"config": {"apiEndpoint": ENDPOINT, "incremental": {"recordField": "updatedAt"}}},
         {"config.incremental.param"},
         id="incremental-updated-since-without-param",

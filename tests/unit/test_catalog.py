@@ -198,6 +198,27 @@ BAD: list[tuple[str, Any, Any, str, str]] = [
         "must be an integer",
     ),
     (
+        "cursor-without-path",
+        cfg(pagination={"type": "cursor", "cursorParam": "after"}),
+        KEY,
+        "config.pagination.cursorPath",
+        "is required when pagination.type is 'cursor'",
+    ),
+    (
+        "header-cursor-without-header",
+        cfg(pagination={"type": "header_cursor"}),
+        KEY,
+        "config.pagination.cursorHeader",
+        "is required when pagination.type is 'header_cursor'",
+    ),
+    (
+        "page-without-a-stop",
+        cfg(pagination={"type": "page", "stopOnEmpty": False}),
+        KEY,
+        "config.pagination.stopOnEmpty",
+        "page pagination needs a way to stop: stopOnEmpty, hasMorePath, totalPath or maxPages",
+    ),
+    (
         "extra-pagination-key",
         cfg(pagination={"cursor": "x"}),
         KEY,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from copy import deepcopy
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic import ValidationError as ModelError
 
 from isthmus.connectors.config_secrets import secret_errors
+from isthmus.connectors.pagination_config import paginator_from_config
 from isthmus.domain.contact_mapping import parse_user_mapping
 from isthmus.domain.integrations import IntegrationType
 from isthmus.errors import ConfigError, FieldError, InvalidInput
@@ -206,6 +207,8 @@ def validate_integration(
     problems = {*_config_errors(spec, config), *_credential_errors(spec, credentials)}
     said = {p.field for p in problems}
     problems.update(e for e in _mapping_errors(config) if e.field not in said)
+    if not any(field.startswith("config.pagination") for field in said):
+        problems.update(_pagination_errors(config))
     problems.update(e for e in secret_errors(config) if e.field not in said)
     if require_credentials:
         problems.update(_missing_credentials(spec, config, credentials))
@@ -242,11 +245,25 @@ def _config_errors(spec: ProviderSpec, config: object) -> Iterator[FieldError]:
 def _mapping_errors(config: object) -> Iterator[FieldError]:
     """The field mapping's keys name contact fields (the schema checks only its shape): a
     typo (``emial``) would otherwise be saved, and fail every sync of the integration."""
-    mapping = config.get("fieldMapping") if isinstance(config, Mapping) else None
-    if not isinstance(mapping, Mapping):
+    return _block_errors(config, "fieldMapping", parse_user_mapping)
+
+
+def _pagination_errors(config: object) -> Iterator[FieldError]:
+    """The pagination block makes a paginator (what the schema cannot say, such as a page
+    size without the parameter to send it in): saved, it would fail every sync."""
+    return _block_errors(config, "pagination", paginator_from_config)
+
+
+def _block_errors(
+    config: object, key: str, check: Callable[[Mapping[str, Any]], object]
+) -> Iterator[FieldError]:
+    """What ``check`` (raising ``InvalidInput`` with fields named from ``key`` on) finds
+    wrong with the config's ``key`` object, as config fields."""
+    block = config.get(key) if isinstance(config, Mapping) else None
+    if not isinstance(block, Mapping):
         return
     try:
-        parse_user_mapping(mapping)
+        check(block)
     except InvalidInput as exc:
         for error in exc.errors:
             yield FieldError(f"config.{error.field}", error.message)

@@ -55,13 +55,27 @@ def paginator_from_config(config: Mapping[str, Any] | None) -> Paginator:
         "has_more_path": reader.text("hasMorePath", None),
         "total_path": reader.text("totalPath", None),
     }
+    # What the paginators refuse, said in the config's own names.
+    stops = ("max_pages", "stop_on_empty", "has_more_path", "total_path")
+    if kind in ("page", "offset") and not any(common[name] for name in stops):
+        raise InvalidInput.field(
+            "pagination.stopOnEmpty",
+            f"{kind} pagination needs a way to stop: stopOnEmpty, hasMorePath, totalPath or "
+            "maxPages",
+        )
     try:
         if kind == "page":
+            page_size = reader.integer("pageSize", None, minimum=1)
+            size_param = reader.text("pageSizeParam", None)
+            if page_size is not None and size_param is None:
+                raise InvalidInput.field(
+                    "pagination.pageSizeParam", "is required with pageSize: the parameter to send"
+                )
             return PageNumberPaginator(
                 page_param=reader.text("pageParam", "page") or "page",
                 start_page=reader.integer("startPage", 1, minimum=0) or 0,
-                page_size=reader.integer("pageSize", None, minimum=1),
-                page_size_param=reader.text("pageSizeParam", None),
+                page_size=page_size,
+                page_size_param=size_param,
                 **common,
             )
         if kind == "offset":
