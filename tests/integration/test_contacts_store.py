@@ -146,6 +146,7 @@ async def test_duplicate_emails_in_a_batch_collapse_to_the_last(setup: Setup) ->
     outcome = await setup.upsert(setup.a, batch, T0)
 
     assert [c.email for c in outcome.created] == ["other@example.com", "dup@example.com"]
+    assert outcome.unchanged == 1  # the record it superseded: every record counts once
     stored = (await setup.rows())["dup@example.com"]
     assert stored.first_name == "New" and stored.sources == (Source(setup.a, "3"),)
 
@@ -156,6 +157,7 @@ async def test_duplicate_emails_in_a_batch_collapse_to_the_last(setup: Setup) ->
     ]
     outcome = await setup.upsert(setup.a, again, T0)
     assert [c.first_name for c in outcome.updated] == ["Newest"]
+    assert outcome.unchanged == 1
 
 
 async def test_sources_merge_across_integrations(setup: Setup) -> None:

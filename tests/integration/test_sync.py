@@ -566,3 +566,16 @@ async def test_ended_runs_are_kept_for_the_retention_but_each_integrations_lates
     listed = (await local_api.get(f"/api/v1/integrations/{idle['id']}/runs")).json()["data"]
     assert [r["id"] for r in listed] == [old[1]["id"]]
     assert await request_log_retention.purge_runs(local_hub.store, 90, now=later) == 0
+
+
+async def test_a_record_listed_twice_on_one_page_is_counted_twice_and_written_once(
+    local_api: httpx.AsyncClient, crm: HubSpotLike, worker: Worker
+) -> None:
+    crm.people.insert(5, person(3))  # the first page lists person 3 twice (same id)
+    integration = await make_integration(local_api, crm)
+
+    run = await sync_now(local_api, worker, integration["id"])
+
+    # Every record fetched is counted once: created, updated, unchanged or skipped.
+    assert counts(run) == (26, 25, 0, 1, 0)
+    assert len(await contacts(local_api)) == 25

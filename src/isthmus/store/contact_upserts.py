@@ -59,18 +59,22 @@ async def upsert_many(
 
     New emails are inserted; a known contact is updated only when the merged fields hash
     differently (``reconcile``), and gains or updates the integration's source entry. The
-    same email twice in a batch counts once, as its last record. Known contacts are read
+    same email twice in a batch is written once, as its last record; the earlier counts as
+    unchanged, so that every record counts once (a sync skips a duplicate of another id
+    before, so these are one record listed twice). Known contacts are read
     light first (id, hash, sources): only those about to change are read whole, and on
     PostgreSQL locked as they are, so concurrent syncs of two integrations merge instead
     of overwriting each other; an insert that loses a race for an email is handled as an
     update of the winner's row.
     """
     batch: dict[str, Mapped] = {}
+    superseded = 0
     for item in mapped:
         email = normalise_email(item.email)
         if email != item.email:
             item = replace(item, email=email)
-        batch.pop(email, None)  # the last record of an email wins, in its place
+        if batch.pop(email, None) is not None:  # the last record of an email wins
+            superseded += 1
         batch[email] = item
     if not batch:
         return UpsertOutcome([], [], 0)
@@ -78,7 +82,7 @@ async def upsert_many(
     known = await _known(conn, tenant_id, list(batch))
     fresh = [m for email, m in batch.items() if email not in known]
     created = await _insert_new(conn, tenant_id, integration_id, fresh, now)
-    unchanged = 0
+    unchanged = superseded
     writing: list[str] = []
     for email, item in batch.items():
         found = known.get(email)
