@@ -86,7 +86,10 @@ class Hub:
         outbound = OutboundHTTP.from_settings(settings)
         event_types = EventTypeService(store)
         limiter_storage = make_storage(settings.redis_url)
-        throttle = Throttle(store, limiter_storage)
+        # Half the slots stay free of slow endpoints for everything else.
+        throttle = Throttle(
+            store, limiter_storage, slow_share=max(1, settings.worker_concurrency // 2)
+        )
         integrations = IntegrationService(store, vault, catalog)
         oauth = OAuthService(store, vault, outbound, public_url=settings.resolved_public_url)
         connections = ConnectionService(

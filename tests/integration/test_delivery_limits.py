@@ -42,6 +42,10 @@ async def all_delivered(hub: Hub, sub_id: str, n: int) -> bool:
     return len(rows) == n and all(r["status"] == "delivered" for r in rows)
 
 
+async def slow_calls_at_least(receiver: ScriptedReceiver, n: int) -> bool:
+    return receiver.in_flight["/slow/2"] >= n
+
+
 async def test_the_rate_limit_spaces_deliveries_without_spending_attempts(
     api: httpx.AsyncClient, hub: Hub, receiver: ScriptedReceiver
 ) -> None:
@@ -123,3 +127,36 @@ async def test_max_concurrency_holds_across_processes_on_postgresql(
         await asyncio.gather(*workers)
         await other.close()
     assert receiver.max_in_flight["/slow/0.3"] == 2
+
+
+async def test_a_slow_endpoint_without_limits_holds_at_most_half_the_slots(
+    api: httpx.AsyncClient, hub: Hub, receiver: ScriptedReceiver
+) -> None:
+    # No maxConcurrency: once a call has shown the endpoint slow (2 s each), its backlog
+    # takes at most half of the worker's 8 slots, and another subscriber's event goes out
+    # at once instead of after the backlog's first rounds.
+    assert hub.settings.worker_concurrency == 8
+    slow = await create_webhook(api, url=receiver.url("/slow/2"), events=["lead.created"])
+    fast = await create_webhook(api, url=receiver.url("/fast"), events=["contact.created"])
+    stop = asyncio.Event()
+    workers = asyncio.create_task(run_workers(hub, stop))
+    try:
+        await emit_many(api, 1, "lead.created")
+        await until(lambda: all_delivered(hub, str(slow["id"]), 1))
+        await emit_many(api, 8, "lead.created")  # 2 rounds of 2 s at 4 at a time
+        await until(lambda: slow_calls_at_least(receiver, 4), timeout=5)
+        published = time.monotonic()
+        await emit_many(api, 1)
+        await until(lambda: all_delivered(hub, str(fast["id"]), 1), timeout=5)
+        fast_took = time.monotonic() - published
+        await until(lambda: all_delivered(hub, str(slow["id"]), 9), timeout=20)
+    finally:
+        stop.set()
+        await workers
+
+    # All 8 slots would have taken the backlog: the fast event would have waited for
+    # its first round to end (2 s).
+    assert receiver.max_in_flight["/slow/2"] == 4
+    assert fast_took < 1.5, fast_took
+    for row in await delivery_rows(hub.store, subscription_id=str(slow["id"])):
+        assert row["attempts"] == 1  # waiting for a slot is not an attempt

@@ -137,10 +137,11 @@ class DeliveryHandler:
         secrets = self.secrets.cached(sub, now, stamp)
         if secrets is None:  # opened again only when they changed, or once in a while
             secrets = await self._open_secrets(sub, now, stamp)
-        if sub.rate_limit_per_second or sub.max_concurrency:
+        if sub.rate_limit_per_second or sub.max_concurrency or self.throttle.is_slow(sub):
             attempt = await self._throttled(work, sub, secrets, bodies, now)
         else:  # nothing for the throttle to count
             attempt = await self._sign_and_send(work, sub, secrets, bodies, now)
+        self.throttle.observe(sub, attempt.latency_ms / 1000)
         await self._record(job, work, sub, attempt)
 
     async def _throttled(
@@ -154,12 +155,9 @@ class DeliveryHandler:
         delay = await self.throttle.rate_delay(sub)
         if delay is not None:
             raise RetryLater("subscription rate limit", delay=delay)
-        async with self.throttle.slot(sub) as free:
-            if not free:
-                raise RetryLater(
-                    "subscription at its maximum concurrency",
-                    delay=self.rng.uniform(0.2, 0.6),
-                )
+        async with self.throttle.slot(sub) as refused:
+            if refused is not None:
+                raise RetryLater(refused.reason, delay=refused.delay)
             return await self._sign_and_send(work, sub, secrets, bodies, now)
 
     async def _sign_and_send(

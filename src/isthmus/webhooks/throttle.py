@@ -12,6 +12,16 @@ waiting on one endpoint and a slow endpoint cannot hold back the others.
   when the connection dies, so a killed worker never leaks a slot. SQLite serves one process,
   where the in-process count is exact. A subscription without ``maxConcurrency`` is not
   limited (a cap it did not ask for would only bounce its jobs through the queue).
+- Slow endpoints (any subscription, in each process): a call that took ``SLOW_CALL_SECONDS``
+  or more (a timeout included) marks its subscription slow until one of its calls is quick
+  again; calls to slow subscriptions hold at most ``slow_share`` of the process's job slots
+  in all. Without it, a backlog for one endpoint that answers in seconds fills every slot
+  in turn, and every other subscriber's deliveries and every sync wait behind it. A fast
+  endpoint never counts, so a busy subscriber with a quick receiver keeps every slot.
+  A delivery turned away is not sent back for a fixed moment, which would make the worker
+  claim and return a large backlog again and again (a backlog of 600 for a 2 s endpoint
+  kept a core busy): each gets the next place in the subscription's own line, one call's
+  time divided by the share after the one before, at most ``MAX_SLOW_WAIT_SECONDS`` ahead.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from limits import RateLimitItemPerSecond
@@ -40,6 +51,28 @@ _TAKE_SLOT = sa.text(
 )
 _FREE_SLOT = sa.text("SELECT pg_advisory_unlock(:k, :s)")
 
+#: Subscribers are asked to answer within seconds; a call this long holds its slot long
+#: enough to starve the others when many follow it.
+SLOW_CALL_SECONDS = 1.0
+#: How far ahead a slow endpoint's delivery is put at most: a backlog spread wider comes
+#: round again, and one that has become quick meanwhile waits no longer than this.
+MAX_SLOW_WAIT_SECONDS = 300.0
+AT_CAPACITY = "subscription at its maximum concurrency"
+SLOW = "endpoint slow: its calls already hold their share of the job slots"
+
+
+@dataclass(frozen=True)
+class NotNow:
+    """Why a delivery may not go now, and in how many seconds to try it again."""
+
+    reason: str
+    delay: float
+
+
+def _at_capacity() -> NotNow:
+    # A slot frees within one call: try again in a moment, spread so retries do not bunch.
+    return NotNow(AT_CAPACITY, random.uniform(0.2, 0.6))
+
 
 def _lock_key(sub_id: str) -> int:
     """The subscription's advisory lock key, a signed 32-bit int (a rare collision between
@@ -48,10 +81,30 @@ def _lock_key(sub_id: str) -> int:
 
 
 class Throttle:
-    def __init__(self, store: Store, storage: Storage) -> None:
+    def __init__(self, store: Store, storage: Storage, *, slow_share: int) -> None:
         self.store = store
         self.limiter = MovingWindowRateLimiter(storage)
+        self.slow_share = slow_share
         self._local: dict[str, int] = {}
+        self._slow: dict[str, float] = {}  # subscription -> seconds its last call took
+        self._slow_line: dict[str, float] = {}  # subscription -> its last place (monotonic)
+        self._slow_in_flight = 0
+
+    def is_slow(self, sub: WebhookSubscription) -> bool:
+        return sub.id in self._slow
+
+    def observe(self, sub: WebhookSubscription, seconds: float) -> None:
+        """Note how long a call to the subscription took."""
+        if seconds >= SLOW_CALL_SECONDS:
+            self._slow[sub.id] = seconds
+        elif self._slow.pop(sub.id, None) is not None:
+            self._slow_line.pop(sub.id, None)
+
+    def _next_place(self, sub_id: str) -> float:
+        now = time.monotonic()
+        after = max(self._slow_line.get(sub_id, now), now) + self._slow[sub_id] / self.slow_share
+        place = self._slow_line[sub_id] = min(after, now + MAX_SLOW_WAIT_SECONDS)
+        return place - now
 
     async def rate_delay(self, sub: WebhookSubscription) -> float | None:
         """None if this delivery may go now; else seconds to wait for the window to move.
@@ -70,23 +123,42 @@ class Throttle:
         return wait + random.uniform(0, 1 / sub.rate_limit_per_second)
 
     @asynccontextmanager
-    async def slot(self, sub: WebhookSubscription) -> AsyncIterator[bool]:
-        """Yields whether a concurrency slot of the subscription is held for the block."""
+    async def slot(self, sub: WebhookSubscription) -> AsyncIterator[NotNow | None]:
+        """Yields None while the call may go (holding what it counts against), else why
+        it may not go now and when to try again."""
+        if sub.id not in self._slow:
+            async with self._capped(sub) as refused:
+                yield refused
+            return
+        if self._slow_in_flight >= self.slow_share:
+            yield NotNow(SLOW, self._next_place(sub.id))
+            return
+        self._slow_in_flight += 1
+        try:
+            async with self._capped(sub) as refused:
+                yield refused
+        finally:
+            self._slow_in_flight -= 1
+
+    @asynccontextmanager
+    async def _capped(self, sub: WebhookSubscription) -> AsyncIterator[NotNow | None]:
+        """Holds one of the subscription's ``maxConcurrency`` slots for the block, if it
+        has a maximum (None), else says to try again in a moment."""
         cap = sub.max_concurrency
         if not cap:
-            yield True
+            yield None
             return
         held = self._local.get(sub.id, 0)
         if held >= cap:
-            yield False
+            yield _at_capacity()
             return
         self._local[sub.id] = held + 1
         try:
             if self.store.dialect == "postgresql":
                 async with self._shared_slot(sub.id, cap) as got:
-                    yield got
+                    yield None if got else _at_capacity()
             else:
-                yield True
+                yield None
         finally:
             left = self._local[sub.id] - 1
             if left:
