@@ -13,7 +13,7 @@ from isthmus.ratelimit_storage import make_storage
 from isthmus.store.db import Store, make_engine
 from isthmus.webhooks.throttle import (
     AT_CAPACITY,
-    MAX_SLOW_WAIT_SECONDS,
+    MAX_WAIT_SECONDS,
     SLOW,
     SLOW_CALL_SECONDS,
     NotNow,
@@ -102,11 +102,25 @@ async def test_its_own_maximum_still_holds_for_a_slow_endpoint(throttle: Throttl
         assert await hold(stack, throttle, capped) == AT_CAPACITY
 
 
+async def test_deliveries_over_a_maximum_queue_in_line_at_the_pace_of_its_calls(
+    throttle: Throttle,
+) -> None:
+    capped = sub("wh_capped", max_concurrency=3)
+    throttle.observe(capped, 0.6)  # quick enough not to count as slow
+    async with AsyncExitStack() as stack:
+        assert [await hold(stack, throttle, capped) for _ in range(3)] == [None] * 3
+        refused = [await refusal(throttle, capped) for _ in range(3)]
+    assert {r.reason for r in refused} == {AT_CAPACITY}
+    # A moment, then one 0.6 s call over its 3 slots apart.
+    assert [round(r.delay, 1) for r in refused] == [0.4, 0.6, 0.8], refused
+
+
 async def test_a_slow_endpoint_s_turned_away_deliveries_queue_one_behind_another(
     throttle: Throttle,
 ) -> None:
     # Sent back for a fixed moment, a large backlog would come round again and again; each
-    # gets its place instead: one 4 s call divided by the share of 2 after the one before.
+    # gets its place instead: a moment, then one 4 s call divided by the share of 2 after
+    # the one before.
     slow, other = sub("wh_slow"), sub("wh_other")
     throttle.observe(slow, 4.0)
     throttle.observe(other, 1.0)
@@ -115,12 +129,12 @@ async def test_a_slow_endpoint_s_turned_away_deliveries_queue_one_behind_another
         await hold(stack, throttle, slow)
         delays = [(await refusal(throttle, slow)).delay for _ in range(4)]
         assert [round(d) for d in delays] == [2, 4, 6, 8], delays
-        # Another slow endpoint has its own line, at its own pace.
-        assert round((await refusal(throttle, other)).delay, 1) == 0.5
+        # Another slow endpoint has its own line, at its own pace (and a moment first).
+        assert round((await refusal(throttle, other)).delay, 1) == 0.7
         # Never further ahead than the cap, however long the line.
         far = [(await refusal(throttle, slow)).delay for _ in range(500)]
-        assert max(far) <= MAX_SLOW_WAIT_SECONDS
-        assert far[-1] > MAX_SLOW_WAIT_SECONDS - 1
+        assert max(far) <= MAX_WAIT_SECONDS
+        assert far[-1] > MAX_WAIT_SECONDS - 1
     # Quick again: its line is gone, and the next turned-away one waits one place only.
     throttle.observe(slow, 0.1)
     throttle.observe(slow, 4.0)

@@ -1,8 +1,9 @@
-"""Per-subscription rate limit and maximum concurrency of deliveries.
+"""Per-subscription rate limit and maximum concurrency of deliveries, and the share of job
+slots that slow endpoints may hold.
 
-Both answer "not now" instead of waiting: the delivery handler then hands its job back to
-the queue for a moment (``RetryLater``, no attempt counted), so a worker slot is never spent
-waiting on one endpoint and a slow endpoint cannot hold back the others.
+Each answers "not now" instead of waiting: the delivery handler then hands its job back to
+the queue (``RetryLater``, no attempt counted), so a worker slot is never spent waiting on
+one endpoint and a slow endpoint cannot hold back the others.
 
 - Rate (``rateLimitPerSecond``): a moving window in the hub's ``limits`` storage, in memory
   for one process or Redis shared by every process.
@@ -10,18 +11,19 @@ waiting on one endpoint and a slow endpoint cannot hold back the others.
   processes on PostgreSQL, one of ``maxConcurrency`` session advisory locks per subscription,
   held on a dedicated connection while the request is in flight. The server frees the lock
   when the connection dies, so a killed worker never leaks a slot. SQLite serves one process,
-  where the in-process count is exact. A subscription without ``maxConcurrency`` is not
-  limited (a cap it did not ask for would only bounce its jobs through the queue).
-- Slow endpoints (any subscription, in each process): a call that took ``SLOW_CALL_SECONDS``
-  or more (a timeout included) marks its subscription slow until one of its calls is quick
-  again; calls to slow subscriptions hold at most ``slow_share`` of the process's job slots
-  in all. Without it, a backlog for one endpoint that answers in seconds fills every slot
-  in turn, and every other subscriber's deliveries and every sync wait behind it. A fast
-  endpoint never counts, so a busy subscriber with a quick receiver keeps every slot.
-  A delivery turned away is not sent back for a fixed moment, which would make the worker
-  claim and return a large backlog again and again (a backlog of 600 for a 2 s endpoint
-  kept a core busy): each gets the next place in the subscription's own line, one call's
-  time divided by the share after the one before, at most ``MAX_SLOW_WAIT_SECONDS`` ahead.
+  where the in-process count is exact.
+- Slow endpoints (any subscription, in each process): one whose last call took
+  ``SLOW_CALL_SECONDS`` or more (a timeout included) is slow until a call is quick again;
+  calls to slow endpoints hold at most ``slow_share`` of the process's job slots in all.
+  Without it, a backlog for one endpoint that answers in seconds fills every slot in turn,
+  and every other subscriber's deliveries and every sync wait behind it. A quick endpoint
+  never counts, so a busy subscriber with a quick receiver keeps every slot.
+
+A delivery turned away for a slot is not sent back for a fixed moment, which makes the
+worker claim and return a large backlog again and again (a backlog of 600 for a 2 s
+endpoint kept a core busy): each takes the next place in its subscription's line, a
+moment ahead and then one call's time divided by the slots it may hold after the one
+before, at most ``MAX_WAIT_SECONDS`` ahead.
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ _FREE_SLOT = sa.text("SELECT pg_advisory_unlock(:k, :s)")
 #: Subscribers are asked to answer within seconds; a call this long holds its slot long
 #: enough to starve the others when many follow it.
 SLOW_CALL_SECONDS = 1.0
-#: How far ahead a slow endpoint's delivery is put at most: a backlog spread wider comes
-#: round again, and one that has become quick meanwhile waits no longer than this.
-MAX_SLOW_WAIT_SECONDS = 300.0
+#: How far ahead a turned-away delivery is put at most: a longer line comes round again,
+#: and an endpoint that has become quick meanwhile waits no longer than this.
+MAX_WAIT_SECONDS = 300.0
+#: The least a turned-away delivery waits: enough for calls in flight to move on.
+_MOMENT = 0.2
 AT_CAPACITY = "subscription at its maximum concurrency"
 SLOW = "endpoint slow: its calls already hold their share of the job slots"
 
@@ -67,11 +71,6 @@ class NotNow:
 
     reason: str
     delay: float
-
-
-def _at_capacity() -> NotNow:
-    # A slot frees within one call: try again in a moment, spread so retries do not bunch.
-    return NotNow(AT_CAPACITY, random.uniform(0.2, 0.6))
 
 
 def _lock_key(sub_id: str) -> int:
@@ -86,25 +85,27 @@ class Throttle:
         self.limiter = MovingWindowRateLimiter(storage)
         self.slow_share = slow_share
         self._local: dict[str, int] = {}
-        self._slow: dict[str, float] = {}  # subscription -> seconds its last call took
-        self._slow_line: dict[str, float] = {}  # subscription -> its last place (monotonic)
+        self._took: dict[str, float] = {}  # subscription -> seconds its last call took
+        self._line: dict[str, float] = {}  # subscription -> its line's last place (monotonic)
         self._slow_in_flight = 0
 
     def is_slow(self, sub: WebhookSubscription) -> bool:
-        return sub.id in self._slow
+        return self._took.get(sub.id, 0.0) >= SLOW_CALL_SECONDS
 
     def observe(self, sub: WebhookSubscription, seconds: float) -> None:
         """Note how long a call to the subscription took."""
-        if seconds >= SLOW_CALL_SECONDS:
-            self._slow[sub.id] = seconds
-        elif self._slow.pop(sub.id, None) is not None:
-            self._slow_line.pop(sub.id, None)
+        if self.is_slow(sub) and seconds < SLOW_CALL_SECONDS:
+            self._line.pop(sub.id, None)  # quick again: a line made for slow calls is too long
+        self._took[sub.id] = seconds
 
-    def _next_place(self, sub_id: str) -> float:
+    def _not_now(self, reason: str, sub_id: str, slots: int) -> NotNow:
+        """The next place in the subscription's line: one call's time over ``slots`` after
+        the last place taken, a moment from now at the earliest."""
         now = time.monotonic()
-        after = max(self._slow_line.get(sub_id, now), now) + self._slow[sub_id] / self.slow_share
-        place = self._slow_line[sub_id] = min(after, now + MAX_SLOW_WAIT_SECONDS)
-        return place - now
+        last = max(self._line.get(sub_id, 0.0), now + _MOMENT)
+        delay = min(last - now + self._took.get(sub_id, 0.0) / slots, MAX_WAIT_SECONDS)
+        self._line[sub_id] = now + delay
+        return NotNow(reason, delay)
 
     async def rate_delay(self, sub: WebhookSubscription) -> float | None:
         """None if this delivery may go now; else seconds to wait for the window to move.
@@ -126,12 +127,12 @@ class Throttle:
     async def slot(self, sub: WebhookSubscription) -> AsyncIterator[NotNow | None]:
         """Yields None while the call may go (holding what it counts against), else why
         it may not go now and when to try again."""
-        if sub.id not in self._slow:
+        if not self.is_slow(sub):
             async with self._capped(sub) as refused:
                 yield refused
             return
         if self._slow_in_flight >= self.slow_share:
-            yield NotNow(SLOW, self._next_place(sub.id))
+            yield self._not_now(SLOW, sub.id, self.slow_share)
             return
         self._slow_in_flight += 1
         try:
@@ -143,20 +144,20 @@ class Throttle:
     @asynccontextmanager
     async def _capped(self, sub: WebhookSubscription) -> AsyncIterator[NotNow | None]:
         """Holds one of the subscription's ``maxConcurrency`` slots for the block, if it
-        has a maximum (None), else says to try again in a moment."""
+        has a maximum (None), else says when to try again."""
         cap = sub.max_concurrency
         if not cap:
             yield None
             return
         held = self._local.get(sub.id, 0)
         if held >= cap:
-            yield _at_capacity()
+            yield self._not_now(AT_CAPACITY, sub.id, cap)
             return
         self._local[sub.id] = held + 1
         try:
             if self.store.dialect == "postgresql":
                 async with self._shared_slot(sub.id, cap) as got:
-                    yield None if got else _at_capacity()
+                    yield None if got else self._not_now(AT_CAPACITY, sub.id, cap)
             else:
                 yield None
         finally:
