@@ -24,6 +24,9 @@ ROUTES = {
     ("/api/v1/api-keys", "post"),
     ("/api/v1/api-keys/{key_id}", "delete"),
     ("/api/v1/audit", "get"),
+    ("/api/v1/events", "post"),
+    ("/api/v1/events", "get"),
+    ("/api/v1/events/{event_id}", "get"),
 }
 
 

@@ -73,6 +73,7 @@ class EventRow:
     type: str
     data: Any
     created_at: datetime
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,12 +156,75 @@ async def attempts(conn: AsyncConnection, tenant_id: str, delivery_id: str) -> l
     return [AttemptRow(**r._mapping) for r in await conn.execute(q)]
 
 
+_EVENT = sa.select(
+    events.c.id, events.c.type, events.c.data, events.c.created_at, events.c.idempotency_key
+)
+
+
 async def event(conn: AsyncConnection, tenant_id: str, event_id: str) -> EventRow | None:
-    q = sa.select(events.c.id, events.c.type, events.c.data, events.c.created_at).where(
-        events.c.tenant_id == tenant_id, events.c.id == event_id
-    )
+    q = _EVENT.where(events.c.tenant_id == tenant_id, events.c.id == event_id)
     row = (await conn.execute(q)).first()
     return EventRow(**row._mapping) if row else None
+
+
+async def query_events(
+    conn: AsyncConnection,
+    tenant_id: str,
+    *,
+    type_prefix: str | None = None,
+    event_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: str | None = None,
+    limit: int,
+) -> Page[EventRow]:
+    """A tenant's events, newest first: of ``event_type``, or of the types starting with
+    ``type_prefix``; created in [since, until); ``before`` is the last id of the previous
+    page (ids are time ordered)."""
+    q = _EVENT.where(events.c.tenant_id == tenant_id)
+    if event_type is not None:
+        q = q.where(events.c.type == event_type)
+    if type_prefix is not None:
+        q = q.where(events.c.type.startswith(type_prefix, autoescape=True))
+    if since is not None:
+        q = q.where(events.c.created_at >= since)
+    if until is not None:
+        q = q.where(events.c.created_at < until)
+    if before:
+        q = q.where(events.c.id < before)
+    rows = [
+        EventRow(**r._mapping)
+        for r in await conn.execute(q.order_by(events.c.id.desc()).limit(limit + 1))
+    ]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+async def delivery_counts(
+    conn: AsyncConnection, tenant_id: str, event_ids: list[str]
+) -> dict[str, dict[DeliveryStatus, int]]:
+    """How many of each event's deliveries are in each status (the event_id index)."""
+    d = deliveries
+    q = (
+        sa.select(d.c.event_id, d.c.status, sa.func.count())
+        .where(d.c.tenant_id == tenant_id, d.c.event_id.in_(event_ids))
+        .group_by(d.c.event_id, d.c.status)
+    )
+    counts: dict[str, dict[DeliveryStatus, int]] = {}
+    for event_id, status, count in await conn.execute(q):
+        counts.setdefault(event_id, {})[DeliveryStatus(status)] = count
+    return counts
+
+
+async def event_deliveries(
+    conn: AsyncConnection, tenant_id: str, event_id: str
+) -> list[DeliveryRow]:
+    """Every delivery of an event, in the order they were made."""
+    q = deliveries.select().where(
+        deliveries.c.tenant_id == tenant_id, deliveries.c.event_id == event_id
+    )
+    return [_delivery(r) for r in await conn.execute(q.order_by(deliveries.c.id))]
 
 
 # -- queue again ----------------------------------------------------------------------------

@@ -1,11 +1,18 @@
-"""/api/v1/events: publish; thin: parse, call the service, shape the answer."""
+"""/api/v1/events: publish, and read what was published; thin: parse, call the service,
+shape the answer."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated
 
-from isthmus.api.deps import HubDep, Writer
-from isthmus.api.event_schemas import EventAccepted, EventIn
+from fastapi import APIRouter, Query
+
+from isthmus.api.deps import CursorQ, HubDep, LimitQ, Reader, Writer, utc_instant
+from isthmus.api.event_schemas import EventAccepted, EventDetailOut, EventIn, EventSummaryOut
+from isthmus.api.schemas import PageOut
+from isthmus.domain.pagination import DEFAULT_LIMIT
+from isthmus.webhooks.event_log import EventLogService
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
@@ -21,3 +28,37 @@ async def publish(body: EventIn, hub: HubDep, actor: Writer) -> EventAccepted:
         actor, event_type=body.type, data=body.data, idempotency_key=body.idempotency_key
     )
     return EventAccepted.of(result)
+
+
+@router.get("", summary="Published events, newest first, with their deliveries by status")
+async def list_events(
+    hub: HubDep,
+    actor: Reader,
+    event_type: Annotated[
+        str | None,
+        Query(
+            alias="type",
+            max_length=100,
+            description="Only this type, or a wildcard as subscriptions take them (`contact.*`).",
+        ),
+    ] = None,
+    since: Annotated[datetime | None, Query(description="Published at or after this time.")] = None,
+    until: Annotated[datetime | None, Query(description="Published before this time.")] = None,
+    cursor: CursorQ = None,
+    limit: LimitQ = DEFAULT_LIMIT,
+) -> PageOut[EventSummaryOut]:
+    page = await EventLogService(hub.store).list(
+        actor.tenant_id,
+        event_type=event_type,
+        since=utc_instant("since", since),
+        until=utc_instant("until", until),
+        cursor=cursor,
+        limit=limit,
+    )
+    data = [EventSummaryOut.of_summary(s) for s in page.items]
+    return PageOut(data=data, next_cursor=page.next_cursor)
+
+
+@router.get("/{event_id}", summary="One event with every delivery made of it")
+async def get_event(event_id: str, hub: HubDep, actor: Reader) -> EventDetailOut:
+    return EventDetailOut.of_detail(await EventLogService(hub.store).get(actor.tenant_id, event_id))
