@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -142,3 +145,20 @@ async def test_a_slow_endpoint_s_turned_away_deliveries_queue_one_behind_another
         await hold(stack, throttle, slow)
         await hold(stack, throttle, slow)
         assert round((await refusal(throttle, slow)).delay) == 2
+
+
+async def test_deliveries_over_the_rate_queue_one_interval_apart(throttle: Throttle) -> None:
+    limited = replace(sub("wh_limited"), rate_limit_per_second=4)
+    assert [await throttle.rate_delay(limited) for _ in range(4)] == [None] * 4
+    delays: list[float] = []
+    places: list[float] = []
+    for _ in range(4):
+        asked = time.monotonic()
+        delay = await throttle.rate_delay(limited)
+        assert delay is not None
+        delays.append(delay)
+        places.append(asked + delay)
+    # After the window has moved (at most a second), a quarter of a second apart.
+    assert 0.25 < delays[0] <= 1.25, delays
+    gaps = [b - a for a, b in itertools.pairwise(places)]
+    assert all(abs(gap - 0.25) < 0.02 for gap in gaps), gaps

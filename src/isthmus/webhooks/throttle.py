@@ -19,17 +19,17 @@ one endpoint and a slow endpoint cannot hold back the others.
   and every other subscriber's deliveries and every sync wait behind it. A quick endpoint
   never counts, so a busy subscriber with a quick receiver keeps every slot.
 
-A delivery turned away for a slot is not sent back for a fixed moment, which makes the
-worker claim and return a large backlog again and again (a backlog of 600 for a 2 s
-endpoint kept a core busy): each takes the next place in its subscription's line, a
-moment ahead and then one call's time divided by the slots it may hold after the one
-before, at most ``MAX_WAIT_SECONDS`` ahead.
+A delivery turned away is not sent back for a fixed moment, which makes the worker claim
+and return a large backlog again and again (a backlog of 600 for a 2 s endpoint kept a
+core busy, and one at 5 a second half a core): each takes the next place in its
+subscription's line, paced as the subscription can take them (one call's time divided by
+the slots it may hold, or one rate interval, after the one before), at most
+``MAX_WAIT_SECONDS`` ahead.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -98,18 +98,24 @@ class Throttle:
             self._line.pop(sub.id, None)  # quick again: a line made for slow calls is too long
         self._took[sub.id] = seconds
 
-    def _not_now(self, reason: str, sub_id: str, slots: int) -> NotNow:
-        """The next place in the subscription's line: one call's time over ``slots`` after
-        the last place taken, a moment from now at the earliest."""
+    def _in_line(self, sub_id: str, *, earliest: float, gap: float) -> float:
+        """Seconds to the next place in the subscription's line: ``gap`` after the last
+        place taken, ``earliest`` from now at the soonest, ``MAX_WAIT_SECONDS`` at most."""
         now = time.monotonic()
-        last = max(self._line.get(sub_id, 0.0), now + _MOMENT)
-        delay = min(last - now + self._took.get(sub_id, 0.0) / slots, MAX_WAIT_SECONDS)
+        last = max(self._line.get(sub_id, 0.0), now + earliest)
+        delay = min(last - now + gap, MAX_WAIT_SECONDS)
         self._line[sub_id] = now + delay
-        return NotNow(reason, delay)
+        return delay
+
+    def _not_now(self, reason: str, sub_id: str, slots: int) -> NotNow:
+        """A slot is held: the next place, one call's time over ``slots`` apart."""
+        gap = self._took.get(sub_id, 0.0) / slots
+        return NotNow(reason, self._in_line(sub_id, earliest=_MOMENT, gap=gap))
 
     async def rate_delay(self, sub: WebhookSubscription) -> float | None:
-        """None if this delivery may go now; else seconds to wait for the window to move.
-        A storage failure lets the delivery go: a rate limit is no reason to stop delivering."""
+        """None if this delivery may go now; else seconds to its place in the line, one
+        rate interval apart, once the window has moved. A storage failure lets the
+        delivery go: a rate limit is no reason to stop delivering."""
         if not sub.rate_limit_per_second:
             return None
         item = RateLimitItemPerSecond(sub.rate_limit_per_second)
@@ -121,7 +127,7 @@ class Throttle:
             log.warning("rate limit storage failed; delivering unthrottled: %s", exc)
             return None
         wait = min(max(stats.reset_time - time.time(), 0.01), 1.0)
-        return wait + random.uniform(0, 1 / sub.rate_limit_per_second)
+        return self._in_line(sub.id, earliest=wait, gap=1 / sub.rate_limit_per_second)
 
     @asynccontextmanager
     async def slot(self, sub: WebhookSubscription) -> AsyncIterator[NotNow | None]:
