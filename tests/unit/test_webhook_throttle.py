@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -162,3 +163,23 @@ async def test_deliveries_over_the_rate_queue_one_interval_apart(throttle: Throt
     assert 0.25 < delays[0] <= 1.25, delays
     gaps = [b - a for a, b in itertools.pairwise(places)]
     assert all(abs(gap - 0.25) < 0.02 for gap in gaps), gaps
+
+
+def test_the_log_says_when_an_endpoint_turns_slow_and_quick_again(
+    throttle: Throttle, caplog: pytest.LogCaptureFixture
+) -> None:
+    slow = sub("wh_slowish")
+    caplog.set_level(logging.INFO, logger="isthmus.webhooks")
+    throttle.observe(slow, 0.2)
+    throttle.observe(slow, 2.5)
+    throttle.observe(slow, 3.0)  # still slow: said once
+    throttle.observe(slow, 0.1)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "WARNING",
+            "webhook wh_slowish is slow (a call took 2.5 s): its deliveries share 2 of this "
+            "process's job slots with other slow endpoints until it answers quickly",
+        ),
+        ("INFO", "webhook wh_slowish answers quickly again (0.10 s)"),
+    ]

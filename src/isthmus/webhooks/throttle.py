@@ -94,9 +94,19 @@ class Throttle:
 
     def observe(self, sub: WebhookSubscription, seconds: float) -> None:
         """Note how long a call to the subscription took."""
-        if self.is_slow(sub) and seconds < SLOW_CALL_SECONDS:
-            self._line.pop(sub.id, None)  # quick again: a line made for slow calls is too long
+        was_slow, slow = self.is_slow(sub), seconds >= SLOW_CALL_SECONDS
         self._took[sub.id] = seconds
+        if slow and not was_slow:
+            log.warning(
+                "webhook %s is slow (a call took %.1f s): its deliveries share %d of this "
+                "process's job slots with other slow endpoints until it answers quickly",
+                sub.id,
+                seconds,
+                self.slow_share,
+            )
+        elif was_slow and not slow:
+            self._line.pop(sub.id, None)  # a line made for slow calls is too long now
+            log.info("webhook %s answers quickly again (%.2f s)", sub.id, seconds)
 
     def _in_line(self, sub_id: str, *, earliest: float, gap: float) -> float:
         """Seconds to the next place in the subscription's line: ``gap`` after the last
