@@ -23,13 +23,18 @@ per integration (the same labels):
 - ``isthmus_sync_last_run_records{outcome}``: what its latest finished run fetched,
   created, updated, left unchanged and skipped;
 
-``isthmus_contacts{tenant}``: contacts per tenant; and
-``isthmus_webhook_deliveries{tenant, status}``: outbound webhook deliveries by status.
+``isthmus_contacts{tenant}``: contacts per tenant;
+``isthmus_webhook_deliveries{tenant, status}``: outbound webhook deliveries by status; and
+the queue every worker takes jobs from, per job kind (``webhook.deliver``, ``integration.sync``,
+...): ``isthmus_jobs{kind, state="due"|"scheduled"|"running"}`` and
+``isthmus_jobs_oldest_due_seconds{kind}``, how long the longest-waiting due job has waited
+(0 when none waits): the figure to scale workers out on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -40,12 +45,15 @@ from isthmus.store.db import Store
 from isthmus.store.metrics import (
     RUN_COUNTS,
     IntegrationFigures,
+    QueueFigures,
     SyncFigures,
     contact_counts,
     delivery_counts,
     integration_figures,
+    queue_figures,
     sync_figures,
 )
+from isthmus.store.types import utcnow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LABELS = ["tenant", "integration", "provider"]
@@ -60,11 +68,15 @@ class Snapshot(Collector):
         syncs: list[SyncFigures],
         contacts: list[tuple[str, int]],
         deliveries: list[tuple[str, str, int]],
+        queue: list[QueueFigures],
+        now: datetime,
     ) -> None:
         self.integrations = integrations
         self.syncs = syncs
         self.contacts = contacts
         self.deliveries = deliveries
+        self.queue = queue
+        self.now = now
 
     def collect(self) -> Iterator[Metric]:
         requests = _gauge(
@@ -113,6 +125,29 @@ class Snapshot(Collector):
         for tenant_id, status, count in self.deliveries:
             deliveries.add_metric([tenant_id, status], count)
         yield deliveries
+        yield from self._queue()
+
+    def _queue(self) -> Iterator[Metric]:
+        counts = GaugeMetricFamily(
+            "isthmus_jobs",
+            "Unfinished jobs of the queue, by kind and state: due (waiting for a worker), "
+            "scheduled (for later), running.",
+            labels=["kind", "state"],
+        )
+        waited = GaugeMetricFamily(
+            "isthmus_jobs_oldest_due_seconds",
+            "How long the longest-waiting due job of the kind has waited (0: none waits).",
+            labels=["kind"],
+        )
+        for figures in self.queue:
+            counts.add_metric([figures.kind, "due"], figures.due)
+            counts.add_metric([figures.kind, "scheduled"], figures.scheduled)
+            counts.add_metric([figures.kind, "running"], figures.running)
+            oldest = figures.oldest_due
+            waited.add_metric(
+                [figures.kind], max((self.now - oldest).total_seconds(), 0.0) if oldest else 0.0
+            )
+        yield from (counts, waited)
 
     def _syncs(self) -> Iterator[Metric]:
         health = _gauge(
@@ -151,12 +186,15 @@ class Snapshot(Collector):
 
 async def exposition(store: Store) -> bytes:
     """The text a scrape gets: the store's figures, then this process's own."""
+    now = utcnow()
     async with store.read() as conn:
         snapshot = Snapshot(
             await integration_figures(conn),
             await sync_figures(conn),
             await contact_counts(conn),
             await delivery_counts(conn),
+            await queue_figures(conn, now),
+            now,
         )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(snapshot)

@@ -32,6 +32,7 @@ from isthmus.domain.jobs import JobStatus
 from isthmus.hub import Hub
 from isthmus.services.access import IssuedKey
 from isthmus.store import queue
+from isthmus.store.claim import claim
 from isthmus.store.tables import jobs
 from isthmus.store.types import utcnow
 from isthmus.worker import Worker
@@ -381,3 +382,43 @@ async def test_prometheus_shows_the_same_figures_without_a_key(
     assert api_figures["p95ResponseTime"] / 1000 == pytest.approx(
         value("isthmus_integration_response_seconds_p95")
     )
+
+
+async def test_prometheus_shows_what_waits_in_the_queue(
+    api: httpx.AsyncClient, hub: Hub, settings: Settings
+) -> None:
+    # Two deliveries due now (no worker runs here), a job for later, one that has waited
+    # a minute and a half, and one a worker holds.
+    await create_webhook(api, url=PUBLIC_URL, events=["*"])
+    for _ in range(2):
+        published = await api.post("/api/v1/events", json={"type": "contact.created", "data": {}})
+        assert published.status_code == 202, published.text
+    now = utcnow()
+    async with hub.store.transaction() as conn:
+        await queue.enqueue(conn, kind="test.later", payload={}, run_at=now + timedelta(hours=1))
+        await queue.enqueue(
+            conn, kind="test.waiting", payload={}, run_at=now - timedelta(seconds=90)
+        )
+        await queue.enqueue(conn, kind="test.held", payload={})
+    assert len(await claim(hub.store, limit=5, lease_seconds=30, kinds=["test.held"])) == 1
+
+    async with app_client(settings, hub) as anonymous:
+        samples = _samples((await anonymous.get("/metrics")).text)
+
+    def jobs_of(kind: str) -> dict[str, float]:
+        return {
+            state: samples[("isthmus_jobs", (("kind", kind), ("state", state)))]
+            for state in ("due", "scheduled", "running")
+        }
+
+    assert jobs_of("webhook.deliver") == {"due": 2, "scheduled": 0, "running": 0}
+    assert jobs_of("test.later") == {"due": 0, "scheduled": 1, "running": 0}
+    assert jobs_of("test.waiting") == {"due": 1, "scheduled": 0, "running": 0}
+    assert jobs_of("test.held") == {"due": 0, "scheduled": 0, "running": 1}
+    waited = {
+        kind: samples[("isthmus_jobs_oldest_due_seconds", (("kind", kind),))]
+        for kind in ("webhook.deliver", "test.later", "test.waiting", "test.held")
+    }
+    assert 90 <= waited["test.waiting"] < 90 + 60, waited
+    assert 0 <= waited["webhook.deliver"] < 60, waited
+    assert waited["test.later"] == waited["test.held"] == 0, waited

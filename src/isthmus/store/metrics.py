@@ -1,6 +1,6 @@
 """Figures for the Prometheus export, read across tenants at scrape time: each integration's
-request metrics, health and sync runs, contacts per tenant, and webhook deliveries by
-status."""
+request metrics, health and sync runs, contacts per tenant, webhook deliveries by status,
+and the job queue."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from isthmus.domain.jobs import JobStatus
 from isthmus.store.integration_requests import (
     RequestMetrics,
     metrics_of,
@@ -17,7 +18,7 @@ from isthmus.store.integration_requests import (
     summary_query,
 )
 from isthmus.store.sync_runs import RunStatus
-from isthmus.store.tables import contacts, deliveries, integrations, sync_runs
+from isthmus.store.tables import contacts, deliveries, integrations, jobs, sync_runs
 from isthmus.store.tables import integration_requests as calls
 
 
@@ -144,3 +145,39 @@ async def contact_counts(conn: AsyncConnection) -> list[tuple[str, int]]:
         .order_by(contacts.c.tenant_id)
     )
     return [(row[0], int(row[1])) for row in await conn.execute(statement)]
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """The unfinished jobs of one kind: due (waiting for a worker), scheduled (for later:
+    a retry, a turned-away delivery's place, housekeeping) and running; and when the
+    longest-waiting due one became due."""
+
+    kind: str
+    due: int
+    scheduled: int
+    running: int
+    oldest_due: datetime | None
+
+
+async def queue_figures(conn: AsyncConnection, now: datetime) -> list[QueueFigures]:
+    """Per job kind that has unfinished jobs (the (status, run_at) index finds them)."""
+    due = sa.and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_at <= now)
+    statement = (
+        sa.select(
+            jobs.c.kind,
+            sa.func.count().filter(due),
+            sa.func.count().filter(
+                sa.and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_at > now)
+            ),
+            sa.func.count().filter(jobs.c.status == JobStatus.RUNNING.value),
+            sa.func.min(jobs.c.run_at).filter(due),
+        )
+        .where(jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .group_by(jobs.c.kind)
+        .order_by(jobs.c.kind)
+    )
+    return [
+        QueueFigures(kind, int(n_due), int(n_later), int(n_running), oldest)
+        for kind, n_due, n_later, n_running, oldest in await conn.execute(statement)
+    ]
