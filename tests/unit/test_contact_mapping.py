@@ -13,6 +13,7 @@ from isthmus.domain.contact_mapping import (
     DUPLICATE_EMAIL,
     EmailClaims,
     FieldMapping,
+    RecordEmails,
     Skipped,
     map_record,
 )
@@ -708,3 +709,15 @@ def test_a_skipped_record_claims_no_email() -> None:
     bad = map_record({"id": "1", "email": "not an address"}, GENERIC)
     assert claims.check(bad) is bad
     assert isinstance(claims.check(mapped({"id": "2", "email": "A@x.io"})), Mapped)
+
+
+def test_a_record_listed_with_another_email_says_which_it_had() -> None:
+    # The store's view first (what earlier runs wrote), then what this walk has seen.
+    emails = RecordEmails({"1": "ada@old.io"})
+    assert emails.moved(mapped({"id": "1", "email": "Ada@New.io"})) == "ada@old.io"
+    assert emails.moved(mapped({"id": "1", "email": "ada@new.io"})) is None  # already seen
+    assert emails.moved(mapped({"id": "2", "email": "bob@x.io"})) is None  # first time
+    assert emails.moved(mapped({"id": "2", "email": "bob@y.io"})) == "bob@x.io"
+    # Without an id a record cannot be followed.
+    assert emails.moved(mapped({"email": "carol@x.io"})) is None
+    assert emails.moved(mapped({"email": "carol@y.io"})) is None

@@ -359,6 +359,30 @@ class EmailClaims:
         return Skipped(DUPLICATE_EMAIL, result.external_id)
 
 
+class RecordEmails:
+    """The email each record of the integration has in the store (external id -> email,
+    as written by the runs before) and has had in this walk so far.
+
+    A record listed with another email than its contact has is that contact, its email
+    changed at the source: ``moved`` says the email it had, so the write changes the
+    contact's email instead of making a new contact and leaving the old one behind.
+    Records without an external id cannot be followed. Memory: one entry per record of the
+    integration (about 150 bytes).
+    """
+
+    def __init__(self, stored: dict[str, str]) -> None:
+        self._emails = stored
+
+    def moved(self, mapped: Mapped) -> str | None:
+        """The email the record had, if another; notes the one it has now."""
+        external_id = mapped.external_id
+        if external_id is None:
+            return None
+        before = self._emails.get(external_id)
+        self._emails[external_id] = mapped.email
+        return before if before is not None and before != mapped.email else None
+
+
 def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 

@@ -3,13 +3,14 @@
 ``upsert_many`` takes a fixed number of statements per batch whatever its size (one SELECT
 by the batch's emails, one multi-row INSERT of the new contacts, one UPDATE of the changed
 ones, one of those that only gained a source; on PostgreSQL one more to lock the rows about
-to change).
+to change; and, for a batch with records whose email changed at the source, two more: lock
+their contacts and give them their new emails).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,8 @@ async def upsert_many(
     integration_id: str,
     mapped: Sequence[Mapped],
     now: datetime,
+    *,
+    moved: Mapping[str, str] | None = None,
 ) -> UpsertOutcome:
     """Write a batch of synced records, matched to contacts by email.
 
@@ -66,6 +69,12 @@ async def upsert_many(
     PostgreSQL locked as they are, so concurrent syncs of two integrations merge instead
     of overwriting each other; an insert that loses a race for an email is handled as an
     update of the winner's row.
+
+    ``moved`` (new email -> the email its record had, ``RecordEmails.moved``): a record
+    whose new email no contact has, while the contact with the old one is linked to it,
+    is that contact with its email changed at the source: it is updated, email included,
+    not made anew (first, so that a record of the batch listed with the old email makes a
+    new contact of it). A new email another contact has goes to that contact, as any.
     """
     batch: dict[str, Mapped] = {}
     superseded = 0
@@ -79,13 +88,26 @@ async def upsert_many(
     if not batch:
         return UpsertOutcome([], [], 0)
 
-    known = await _known(conn, tenant_id, list(batch))
-    fresh = [m for email, m in batch.items() if email not in known]
+    olds = {new: old for new, old in (moved or {}).items() if new in batch}
+    known = await _known(conn, tenant_id, [*batch, *(o for o in olds.values() if o not in batch)])
+    olds = {
+        new: old
+        for new, old in olds.items()
+        if new not in known
+        and old in known
+        and is_linked(known[old].sources, integration_id, batch[new].external_id)
+    }
+    renamed = await _renamed(conn, tenant_id, integration_id, batch, olds, now)
+    for old in olds.values():
+        known.pop(old)  # free now: a record of the batch with it is a new contact
+    fresh = [m for email, m in batch.items() if email not in known and email not in olds]
     created = await _insert_new(conn, tenant_id, integration_id, fresh, now)
     unchanged = superseded
     writing: list[str] = []
     for email, item in batch.items():
         found = known.get(email)
+        if email in olds:
+            continue
         if found is None:
             if email not in created:  # another transaction inserted it first
                 writing.append(email)
@@ -102,6 +124,7 @@ async def upsert_many(
         for email in writing
         if email in current  # else deleted meanwhile: the next sync creates it again
     ]
+    plans += [(Change.UPDATED, c) for c in renamed]
     updated = [c for change, c in plans if change is Change.UPDATED]
     linked = [c for change, c in plans if change is Change.LINKED]
     await _write(conn, updated, linked)
@@ -211,6 +234,19 @@ _PG_LINK = sa.text(
     """
 )
 
+_PG_RENAME = sa.text(
+    """
+    UPDATE contacts AS c SET email = r.email
+    FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:emails AS VARCHAR[])) AS r(id, email)
+    WHERE c.id = r.id
+    """
+)
+_RENAME = (
+    contacts.update()
+    .where(contacts.c.id == sa.bindparam("b_id"))
+    .values(email=sa.bindparam("b_email"))
+)
+
 _INSERT = sqlite_insert(contacts).on_conflict_do_nothing(index_elements=["tenant_id", "email"])
 # The columns a changed contact's UPDATE sets, each bound as ``b_<column>``.
 _SET: tuple[str, ...] = ("first_name", "last_name", "phone", "company", "job_title")
@@ -302,6 +338,39 @@ async def _insert_new(
         (await conn.execute(sa.select(contacts.c.id).where(contacts.c.id.in_(ids)))).scalars()
     )
     return {email: c for email, c in planned.items() if c.id in stored}
+
+
+async def _renamed(
+    conn: AsyncConnection,
+    tenant_id: str,
+    integration_id: str,
+    batch: Mapping[str, Mapped],
+    olds: Mapping[str, str],
+    now: datetime,
+) -> list[Contact]:
+    """The contacts whose records moved to a new email (new -> old in ``olds``), with
+    their new emails stored and their other fields merged, for ``_write`` to store."""
+    if not olds:
+        return []
+    current = await _locked(conn, tenant_id, list(olds.values()))
+    renamed = [
+        reconcile(current[old], batch[new], integration_id, now)[1]  # the email differs
+        for new, old in olds.items()
+        if old in current
+    ]
+    if renamed:
+        await _rename(conn, renamed)
+    return renamed
+
+
+async def _rename(conn: AsyncConnection, renamed: list[Contact]) -> None:
+    """Give these contacts their new emails."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            _PG_RENAME, {"ids": [c.id for c in renamed], "emails": [c.email for c in renamed]}
+        )
+    else:
+        await execute_many(conn, _RENAME, [{"b_id": c.id, "b_email": c.email} for c in renamed])
 
 
 async def _write(conn: AsyncConnection, updated: list[Contact], linked: list[Contact]) -> None:

@@ -158,6 +158,33 @@ async def stream(
         after = page.items[-1].id
 
 
+async def linked_emails(
+    conn: AsyncConnection, tenant_id: str, integration_id: str, *, batch_size: int = 5000
+) -> dict[str, str]:
+    """External id -> email of the contacts with the integration's source entry: what a
+    sync compares its records with to find one whose email changed at the source. Read in
+    id order, ``batch_size`` rows at a time."""
+    found: dict[str, str] = {}
+    q = sa.select(contacts.c.id, contacts.c.email, contacts.c.sources).where(
+        contacts.c.tenant_id == tenant_id, _from_integration(conn, integration_id)
+    )
+    after = ""
+    while True:
+        rows = (
+            await conn.execute(
+                q.where(contacts.c.id > after).order_by(contacts.c.id).limit(batch_size)
+            )
+        ).all()
+        for _id, email, sources in rows:
+            for source in sources or ():
+                external_id = source.get("externalId")
+                if source.get("integrationId") == integration_id and external_id is not None:
+                    found[str(external_id)] = email
+        if len(rows) < batch_size:
+            return found
+        after = rows[-1].id
+
+
 async def _filters(conn: AsyncConnection, where: ContactFilter) -> list[sa.ColumnElement[bool]]:
     c = contacts.c
     found: list[sa.ColumnElement[bool]] = []

@@ -39,7 +39,13 @@ from typing import Any
 
 from isthmus.connectors.selector import get_path
 from isthmus.connectors.types import Page, Record, Request
-from isthmus.domain.contact_mapping import EmailClaims, FieldMapping, Skipped, map_record
+from isthmus.domain.contact_mapping import (
+    EmailClaims,
+    FieldMapping,
+    RecordEmails,
+    Skipped,
+    map_record,
+)
 from isthmus.domain.contacts import Mapped
 from isthmus.errors import (
     BudgetExhausted,
@@ -54,6 +60,7 @@ from isthmus.services.connections import ConnectionService
 from isthmus.services.contacts import publish_changes
 from isthmus.services.polling import Outcome, record_outcome_in
 from isthmus.store import contact_upserts, queue, sync_runs, sync_state
+from isthmus.store import contacts as contacts_repo
 from isthmus.store import integrations as integrations_repo
 from isthmus.store.contact_upserts import UpsertOutcome
 from isthmus.store.db import Store
@@ -105,6 +112,9 @@ class SyncRunner:
         if integration is None:
             return
         walk = Walk(run, integration.config, state)
+        async with self.store.read() as conn:
+            linked = await contacts_repo.linked_emails(conn, tenant_id, run.integration_id)
+        walk.record_emails = RecordEmails(linked)
         error: BaseException | None = None
         try:
             mapping = FieldMapping.build(
@@ -158,7 +168,10 @@ class SyncRunner:
             ready: asyncio.Queue[MappedPage | _End] = asyncio.Queue(PREFETCH_PAGES)
             fetcher = asyncio.create_task(
                 _fetch(
-                    pages, _Mapper(mapping, walk.record_field, walk.claims), ready, walk.resume_skip
+                    pages,
+                    _Mapper(mapping, walk.record_field, walk.claims, walk.record_emails),
+                    ready,
+                    walk.resume_skip,
                 ),
                 name=f"sync {run.id} fetch",
             )
@@ -197,11 +210,12 @@ class SyncRunner:
         at all if that one failed: a checkpoint stands for every page before it."""
         run = walk.run
         now = job.clock()
+        moved = {new: old for page in pages for new, old in page.moved.items()}
         async with self.store.transaction() as conn:
             outcome = UpsertOutcome([], [], 0)
             for group in _upsert_groups(pages):
                 done = await contact_upserts.upsert_many(
-                    conn, run.tenant_id, run.integration_id, group, now
+                    conn, run.tenant_id, run.integration_id, group, now, moved=moved
                 )
                 outcome = UpsertOutcome(
                     outcome.created + done.created,
@@ -295,6 +309,7 @@ class _Mapper:
     mapping: FieldMapping
     record_field: str | None
     claims: EmailClaims
+    record_emails: RecordEmails
 
     def parts(self, page: Page, skip: int) -> Iterator[MappedPage]:
         """The page's records from ``skip`` on, in parts of at most ``MAX_WRITE_RECORDS``
@@ -317,19 +332,23 @@ class _Mapper:
     ) -> MappedPage:
         mapped: list[Mapped] = []
         skipped: Counter[str] = Counter()
+        moved: dict[str, str] = {}
         watermark: Any = None
         field, mapping, check = self.record_field, self.mapping, self.claims.check
+        was = self.record_emails.moved
         for record in records:
             result = check(map_record(record, mapping))
             if isinstance(result, Skipped):
                 skipped[result.reason] += 1
             else:
                 mapped.append(result)
+                if (before := was(result)) is not None:
+                    moved[result.email] = before
             if field is not None:
                 watermark = highest(watermark, get_path(record, field))
-        emails = frozenset(m.email for m in mapped)
+        emails = frozenset(m.email for m in mapped).union(moved.values())
         return MappedPage(
-            mapped, skipped, len(records), watermark, page.request, following, emails, skip
+            mapped, skipped, len(records), watermark, page.request, following, emails, skip, moved
         )
 
 

@@ -24,12 +24,12 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from isthmus.connectors.selector import MISSING
 from isthmus.connectors.types import Request
-from isthmus.domain.contact_mapping import EmailClaims
+from isthmus.domain.contact_mapping import EmailClaims, RecordEmails
 from isthmus.domain.contacts import Mapped
 from isthmus.store.contact_upserts import UpsertOutcome
 from isthmus.store.sync_runs import RunCounts, SyncRun
@@ -69,11 +69,13 @@ class MappedPage:
     #: The request that fetched this page, and the one for the page after it (None: last).
     request: Request | None
     following: Request | None
-    #: The emails of ``mapped``: what the writes keep apart.
+    #: The emails of ``mapped`` and those they moved from: what the writes keep apart.
     emails: frozenset[str]
     #: How many records of ``following`` are written with this one: a part of a page too
     #: large for one write has its own page as ``following``, and the records so far here.
     skip: int = 0
+    #: New email -> the email its record had (``RecordEmails.moved``).
+    moved: dict[str, str] = field(default_factory=dict)
 
 
 class Walk:
@@ -103,6 +105,8 @@ class Walk:
         #: Which record holds each email, in this process's part of the walk (a run resumed
         #: elsewhere starts over with the pages after its checkpoint).
         self.claims = EmailClaims()
+        #: The email each record has in the store; the runner reads it before the walk.
+        self.record_emails = RecordEmails({})
 
     @property
     def record_field(self) -> str | None:
