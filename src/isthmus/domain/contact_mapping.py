@@ -367,7 +367,7 @@ class RecordEmails:
     changed at the source: ``moved`` says the email it had, so the write changes the
     contact's email instead of making a new contact and leaving the old one behind.
     Records without an external id cannot be followed. Memory: one entry per record of the
-    integration (about 150 bytes).
+    integration (about 175 bytes with its strings: 17 MB for 100,000 records).
     """
 
     def __init__(self, stored: dict[str, str]) -> None:
